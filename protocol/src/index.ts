@@ -1,0 +1,4 @@
+export * from "./bus";
+export * from "./vm";
+export * from "./errors";
+export * from "./signing";

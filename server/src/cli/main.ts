@@ -1,0 +1,39 @@
+/**
+ * `vmc`: one entry point for the controller, the embedded broker and the agent.
+ * Each subcommand lives in its own module and is loaded only when used.
+ */
+type Subcommand = { summary: string; run: (argv: string[]) => Promise<number> };
+
+const subcommands: Record<string, Subcommand> = {
+  broker: { summary: "run the embedded STOMP broker", run: async (a) => (await import("./broker")).main(a) },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(subcommands).map((k) => k.length));
+  const lines = Object.entries(subcommands).map(([name, s]) => `  ${name.padEnd(width)}  ${s.summary}`);
+  return `usage: vmc <command> [options]\n\ncommands:\n${lines.join("\n")}\n\nEvery command takes --broker URL (env VMC_BROKER, default stomp://127.0.0.1:61613).`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === "-h" || name === "--help" || name === "help") {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const sub = subcommands[name];
+  if (!sub) {
+    console.error(`vmc: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  return sub.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error(`vmc: ${err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = 1;
+  },
+);
