@@ -249,7 +249,7 @@ export function canonicalJson(value: unknown): string {
 }
 
 /** Bytes that a signature covers: the message without its `signature` field. */
-export function signedPayload<T extends { signature?: string }>(message: T): string {
-  const { signature: _ignored, ...rest } = message;
+export function signedPayload(message: object): string {
+  const { signature: _ignored, ...rest } = message as { signature?: unknown };
   return canonicalJson(rest);
 }

@@ -38,16 +38,17 @@ export function privateKeyFromPem(pem: string): KeyObject {
 }
 
 /** Returns the message with its `signature` set. */
-export function signMessage<T extends { signature?: string }>(message: T, privateKey: KeyObject): T & { signature: string } {
+export function signMessage<T extends object>(message: T, privateKey: KeyObject): T & { signature: string } {
   const signature = sign(null, Buffer.from(signedPayload(message)), privateKey).toString("base64");
   return { ...message, signature };
 }
 
 /** True when `signature` is the controller's over the rest of the message. Never throws. */
-export function verifyMessage<T extends { signature?: string }>(message: T, publicKey: KeyObject): boolean {
-  if (!message.signature) return false;
+export function verifyMessage(message: object, publicKey: KeyObject): boolean {
+  const { signature } = message as { signature?: unknown };
+  if (typeof signature !== "string" || signature === "") return false;
   try {
-    return verify(null, Buffer.from(signedPayload(message)), publicKey, Buffer.from(message.signature, "base64"));
+    return verify(null, Buffer.from(signedPayload(message)), publicKey, Buffer.from(signature, "base64"));
   } catch {
     return false;
   }
