@@ -253,3 +253,80 @@ export function signedPayload(message: object): string {
   const { signature: _ignored, ...rest } = message as { signature?: unknown };
   return canonicalJson(rest);
 }
+
+/* ------------------------------------------------------------------------------------------ *
+ * File transfer (see docs/TRANSFER.md). Bulk data travels on the agent's direct data channel
+ * (framed binary TCP, protocol/src/transfer.ts); the bus carries only the signed grant that
+ * authorises one transfer, a cancel, and, when the data endpoint cannot be reached, the same
+ * frames as binary STOMP bodies (`content-length`, headers {@link XferFrameHeaders}).
+ * ------------------------------------------------------------------------------------------ */
+
+/** Transfer id: random, chosen by the controller; also names the bus fallback stream. */
+export const TransferId = z.string().regex(/^[A-Za-z0-9_-]{16,64}$/, "a transfer id is 16-64 letters, digits, '-' or '_'");
+export type TransferId = z.infer<typeof TransferId>;
+
+/**
+ * Controller → agent inbox: authorise ONE transfer. Signed like CMD_RUN (Ed25519 over the
+ * canonical JSON of every other field). The agent accepts the token once, before `expiresAt`,
+ * only for the `agentId` it is, and then does exactly what the grant says: `direction` and
+ * `path` cannot be changed by whoever presents the token.
+ */
+export const XferGrant = z.object({
+  type: z.literal("XFER_GRANT"),
+  transferId: TransferId,
+  agentId: AgentId,
+  /** Seen from the controller: `put` writes into the agent, `get` reads from it. */
+  direction: z.enum(["put", "get"]),
+  /** Agent-side path: the destination (put) or the source (get). */
+  path: z.string().min(1).max(4096),
+  /** put: the source's base name, used when `path` is an existing directory (cp semantics). */
+  sourceName: z.string().max(255).optional(),
+  /** get: directories are sent only when true (`cp -r`). */
+  recursive: z.boolean().default(false),
+  /** Continue files from their last verified offset instead of starting over. */
+  resume: z.boolean().default(false),
+  /** Keep partial files (resumable) when the transfer fails or is cancelled. */
+  keepPartial: z.boolean().default(false),
+  /** Bytes per data frame. */
+  chunkSize: z.number().int().min(4096).max(8 * 1024 * 1024),
+  /** base64url of 32 random bytes; the peer presents it once on the data channel. */
+  token: z.string().min(32).max(64),
+  /** `direct`: the controller will dial the data endpoint; `bus`: frames travel over the bus. */
+  channel: z.enum(["direct", "bus"]),
+  /** Where the agent sends bus frames (channel `bus`). */
+  replyTo: z.string().max(512),
+  issuedAt: Millis,
+  expiresAt: Millis,
+  signature: z.string().max(256),
+});
+export type XferGrant = z.infer<typeof XferGrant>;
+export type XferGrantInput = z.input<typeof XferGrant>;
+
+/** Controller → agent inbox: abandon a transfer (signed). */
+export const XferCancel = z.object({
+  type: z.literal("XFER_CANCEL"),
+  transferId: TransferId,
+  agentId: AgentId,
+  issuedAt: Millis,
+  signature: z.string().max(256),
+});
+export type XferCancel = z.infer<typeof XferCancel>;
+
+/** JSON transfer messages that may arrive in an agent's inbox (route `XFER_*` types to the transfer module). */
+export const TransferInboxMessage = z.discriminatedUnion("type", [XferGrant, XferCancel]);
+export type TransferInboxMessage = z.infer<typeof TransferInboxMessage>;
+
+/**
+ * Headers of a bus-fallback frame: a STOMP message whose binary body (with `content-length`)
+ * is one data-channel frame without its length prefix (type byte + payload). Sent to the agent
+ * inbox (controller → agent) or to the grant's `replyTo` (agent → controller).
+ */
+export const XferFrameHeaders = {
+  /** Marks the message as a transfer frame; value {@link XFER_FRAME_TYPE}. */
+  type: "vmc-type",
+  /** The transfer id. */
+  transfer: "vmc-xfer",
+  /** Per-direction sequence number from 0, so a receiver notices loss or reordering. */
+  seq: "vmc-seq",
+} as const;
+export const XFER_FRAME_TYPE = "XFER_FRAME";
