@@ -38,6 +38,13 @@ const Labels = z.record(z.string().max(64), z.string().max(256));
 export const Destinations = {
   agentInbox: (agentId: string) => `/queue/vmc.agent.${agentId}`,
   controllerInbox: (instanceId: string) => `/queue/vmc.controller.${instanceId}`,
+  /**
+   * Where a controller instance asks agents to reply (its CMD_RUN `replyTo`). A topic, read
+   * through a durable subscription with `x-expires`: on RabbitMQ a SEND to `/queue/X` re-declares
+   * X with the sender's headers and closes the sender's connection when they differ, so an
+   * expiring reply queue cannot be a `/queue/`; a topic publish never fails. See docs/PROTOCOL.md.
+   */
+  controllerReplies: (instanceId: string) => `/topic/vmc.controller.${instanceId}`,
   presence: "/topic/vmc.presence",
   discover: "/topic/vmc.discover",
 } as const;
