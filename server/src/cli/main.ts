@@ -6,6 +6,7 @@ type Subcommand = { summary: string; run: (argv: string[]) => Promise<number> };
 
 const subcommands: Record<string, Subcommand> = {
   broker: { summary: "run the embedded STOMP broker", run: async (a) => (await import("./broker")).main(a) },
+  image: { summary: "build the bootable guest image (vmc image build)", run: async (a) => (await import("./image")).main(a) },
 };
 
 function usage(): string {

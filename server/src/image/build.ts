@@ -1,0 +1,309 @@
+/**
+ * The image build and its cache: inputs are resolved and hashed first (no download), a valid
+ * `$VMC_HOME/images/<id>/` is reused, anything else is built in a temp dir and renamed into place.
+ */
+import { createHash } from "node:crypto";
+import {
+  chmodSync, copyFileSync, lstatSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { vmcHome } from "../config";
+import { fetchDeb, resolveDeb, resolveKernel, sha256File, type DebPackage } from "./apt";
+import { S_IFCHR, entriesFromDir, writeCpio } from "./cpio";
+import { moduleLoadOrder } from "./kmod";
+import { fetchNode } from "./node-dist";
+import { RECIPE_FILES, loadRecipe, projectRoot, type Recipe } from "./recipe";
+import { run } from "./run";
+import type { EnsureGuestImageOptions, GuestImage } from "./types";
+
+const FILES = { kernel: "kernel", initrd: "initrd", rootfs: "rootfs.img", baseDisk: "base.qcow2" } as const;
+type FileKey = keyof typeof FILES;
+
+interface Inputs {
+  recipe: Recipe;
+  guestDir: string;
+  agentBundle: string;
+  agentVersion: string;
+  kernel: DebPackage;
+  busybox: DebPackage;
+  libraries: DebPackage[];
+  /** Everything that determines the image, hashed into its id. */
+  fingerprint: Record<string, unknown>;
+}
+
+export interface Manifest {
+  id: string;
+  builtAt: string;
+  cmdline: string;
+  agentVersion: string;
+  kernelRelease: string;
+  inputs: Record<string, unknown>;
+  files: Record<FileKey, { name: string; size: number; sha256: string }>;
+}
+
+async function resolveInputs(root: string): Promise<Inputs> {
+  const guestDir = join(root, "guest");
+  const recipe = loadRecipe(guestDir);
+  const agentBundle = join(root, "dist", "agent.mjs");
+  if (!existsSync(agentBundle)) throw new Error(`${agentBundle} is missing: run 'npm run build' first`);
+  const agentSha = await sha256File(agentBundle);
+  let pkgVersion = "unknown";
+  try {
+    pkgVersion = String((JSON.parse(readFileSync(join(root, "agent", "package.json"), "utf8")) as { version?: string }).version ?? "unknown");
+  } catch {
+    // an installed bundle without the agent sources: the checksum still tells versions apart
+  }
+  const [kernel, busybox, ...libraries] = await Promise.all([
+    resolveKernel(recipe.kernelPackage),
+    resolveDeb(recipe.busyboxPackage),
+    ...recipe.libraryPackages.map(resolveDeb),
+  ]);
+  const recipeFiles: Record<string, string> = {};
+  for (const f of RECIPE_FILES) recipeFiles[f] = createHash("sha256").update(readFileSync(join(guestDir, f))).digest("hex");
+  const debs = [kernel!, busybox!, ...libraries].map((d) => ({ name: d.name, version: d.version, sha256: d.sha256 }));
+  return {
+    recipe,
+    guestDir,
+    agentBundle,
+    agentVersion: `${pkgVersion}+${agentSha.slice(0, 8)}`,
+    kernel: kernel!,
+    busybox: busybox!,
+    libraries,
+    fingerprint: { format: 1, debs, node: recipe.node, agentSha256: agentSha, recipeFiles },
+  };
+}
+
+const imageId = (fingerprint: Record<string, unknown>) => createHash("sha256").update(JSON.stringify(fingerprint)).digest("hex").slice(0, 16);
+
+/** A UUID derived from the image id, so two builds of the same inputs make the same file systems. */
+function uuidFrom(id: string, salt: string): string {
+  const h = createHash("sha256").update(`${id}/${salt}`).digest("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-8${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+function toImage(dir: string, m: Manifest): GuestImage {
+  return {
+    id: m.id,
+    dir,
+    kernel: join(dir, m.files.kernel.name),
+    initrd: join(dir, m.files.initrd.name),
+    rootfs: join(dir, m.files.rootfs.name),
+    baseDisk: join(dir, m.files.baseDisk.name),
+    cmdline: m.cmdline,
+    agentVersion: m.agentVersion,
+  };
+}
+
+/** Checksums already verified in this process, keyed by the file's identity and mtime. */
+const verified = new Map<string, string>();
+
+/** The manifest of a complete, uncorrupted cache entry, else the reason it is not one. */
+export async function verifyEntry(dir: string): Promise<{ ok: true; manifest: Manifest } | { ok: false; reason: string }> {
+  let m: Manifest;
+  try {
+    m = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as Manifest;
+  } catch (e) {
+    return { ok: false, reason: existsSync(dir) ? `manifest unreadable (${(e as Error).message})` : "not built" };
+  }
+  for (const key of Object.keys(FILES) as FileKey[]) {
+    const f = m.files?.[key];
+    if (!f) return { ok: false, reason: `manifest lacks ${key}` };
+    const path = join(dir, f.name);
+    let st;
+    try {
+      st = statSync(path);
+    } catch {
+      return { ok: false, reason: `${f.name} missing` };
+    }
+    if (st.size !== f.size) return { ok: false, reason: `${f.name} has ${st.size} bytes, manifest says ${f.size}` };
+    const stamp = `${path}:${st.ino}:${st.size}:${st.mtimeMs}`;
+    const sum = verified.get(stamp) ?? (await sha256File(path));
+    if (sum !== f.sha256) return { ok: false, reason: `${f.name} checksum mismatch` };
+    verified.set(stamp, sum);
+  }
+  return { ok: true, manifest: m };
+}
+
+const inFlight = new Map<string, Promise<GuestImage>>();
+
+export async function buildOrReuse(opts: EnsureGuestImageOptions): Promise<GuestImage> {
+  const progress = opts.onProgress ?? (() => {});
+  const home = opts.home ?? vmcHome();
+  progress("resolving inputs (apt candidates, node, agent bundle, recipe)");
+  const inputs = await resolveInputs(projectRoot());
+  const id = imageId(inputs.fingerprint);
+  const key = `${home}\0${id}\0${opts.force ? "force" : ""}`;
+  const pending = inFlight.get(key);
+  if (pending) return pending;
+  const job = ensure(home, id, inputs, opts.force ?? false, progress).finally(() => inFlight.delete(key));
+  inFlight.set(key, job);
+  return job;
+}
+
+async function ensure(home: string, id: string, inputs: Inputs, force: boolean, progress: (m: string) => void): Promise<GuestImage> {
+  const imagesDir = join(home, "images");
+  const dir = join(imagesDir, id);
+  if (!force) {
+    const v = await verifyEntry(dir);
+    if (v.ok) {
+      progress(`image ${id} is up to date (${dir})`);
+      return toImage(dir, v.manifest);
+    }
+    progress(`image ${id}: ${v.reason}; building`);
+  } else {
+    progress(`image ${id}: rebuilding (--force)`);
+  }
+  mkdirSync(imagesDir, { recursive: true });
+  const tmp = mkdtempSync(join(imagesDir, `.tmp-${id}-`));
+  try {
+    const manifest = await buildInto(tmp, id, inputs, home, progress);
+    if (existsSync(dir)) {
+      const trash = mkdtempSync(join(imagesDir, `.trash-${id}-`));
+      renameSync(dir, join(trash, "old"));
+      rmSync(trash, { recursive: true, force: true });
+    }
+    try {
+      renameSync(tmp, dir);
+    } catch (e) {
+      // Another process finished the same image first: use theirs if it is sound.
+      const v = await verifyEntry(dir);
+      if (!v.ok) throw e;
+      rmSync(tmp, { recursive: true, force: true });
+      return toImage(dir, v.manifest);
+    }
+    return toImage(dir, manifest);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+async function buildInto(out: string, id: string, inputs: Inputs, home: string, progress: (m: string) => void): Promise<Manifest> {
+  const started = Date.now();
+  const { recipe } = inputs;
+  const work = join(out, ".work");
+  const debCache = join(home, "cache", "debs");
+  const debs = [inputs.kernel, inputs.busybox, ...inputs.libraries];
+  progress(`fetching ${debs.map((d) => `${d.name} ${d.version}`).join(", ")} and ${recipe.node.package}@${recipe.node.version}`);
+  const [nodeTgz, ...debFiles] = await Promise.all([
+    fetchNode(recipe.node, join(home, "cache", "npm")),
+    ...debs.map((d) => fetchDeb(d, debCache)),
+  ]);
+  const [kernelDeb, busyboxDeb, ...libDebs] = debFiles as string[];
+
+  progress("unpacking packages");
+  const kx = join(work, "kernel");
+  const bx = join(work, "busybox");
+  const lx = join(work, "libs");
+  const rootfs = join(work, "rootfs");
+  mkdirSync(join(rootfs, "bin"), { recursive: true });
+  await Promise.all([
+    run("dpkg-deb", ["-x", kernelDeb!, kx]),
+    run("dpkg-deb", ["-x", busyboxDeb!, bx]),
+    ...libDebs.map((d) => run("dpkg-deb", ["-x", d, lx])),
+    run("tar", ["-xzf", nodeTgz!, "-C", join(rootfs, "bin"), "--strip-components=2", "package/bin/node"]),
+  ]);
+
+  const release = readdirSync(join(kx, "lib", "modules"))[0];
+  const vmlinuz = readdirSync(join(kx, "boot")).find((f) => f.startsWith("vmlinuz-"));
+  if (!release || !vmlinuz) throw new Error(`${inputs.kernel.name}: no kernel or modules inside`);
+  copyFileSync(join(kx, "boot", vmlinuz), join(out, FILES.kernel));
+
+  progress("read-only system disk (node, libraries, agent)");
+  await buildRootfs(rootfs, lx, inputs);
+  await run("mke2fs", mke2fsArgs(rootfs, id, join(out, FILES.rootfs)), { env: { ...process.env, E2FSPROGS_FAKE_TIME: "1" } });
+
+  progress("initramfs (busybox, kernel modules, init)");
+  const modules = moduleLoadOrder(join(kx, "lib", "modules", release), recipe.modules);
+  progress(`kernel ${release}; modules: ${modules.map((m) => m.name).join(" ")}`);
+  const initrdDir = join(work, "initramfs");
+  await buildInitramfsTree(initrdDir, join(bx, "bin", "busybox"), modules, inputs.guestDir);
+  const cpio = writeCpio([...entriesFromDir(initrdDir), { name: "dev/console", mode: S_IFCHR | 0o600, rdev: { major: 5, minor: 1 } }]);
+  writeFileSync(join(out, FILES.initrd), await run("zstd", ["-q", "-19", "-c"], { input: cpio }));
+
+  progress(`blank state disk (${recipe.stateDiskMiB} MiB ext4, qcow2)`);
+  const raw = join(work, "state.raw");
+  writeFileSync(raw, "");
+  await run("truncate", ["-s", `${recipe.stateDiskMiB}M`, raw]);
+  await run("mke2fs", ["-q", "-F", "-t", "ext4", "-L", "vmc-state", "-m", "0", "-i", "32768", "-U", uuidFrom(id, "state"),
+    "-E", `lazy_itable_init=0,lazy_journal_init=0,hash_seed=${uuidFrom(id, "state-hash")}`, raw], { env: { ...process.env, E2FSPROGS_FAKE_TIME: "1" } });
+  await run("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, join(out, FILES.baseDisk)]);
+  rmSync(work, { recursive: true, force: true });
+
+  const files = {} as Manifest["files"];
+  for (const key of Object.keys(FILES) as FileKey[]) {
+    const path = join(out, FILES[key]);
+    files[key] = { name: FILES[key], size: statSync(path).size, sha256: await sha256File(path) };
+  }
+  const manifest: Manifest = {
+    id,
+    builtAt: new Date().toISOString(),
+    cmdline: recipe.cmdline,
+    agentVersion: inputs.agentVersion,
+    kernelRelease: release,
+    inputs: inputs.fingerprint,
+    files,
+  };
+  writeFileSync(join(out, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+  const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+  progress(`built ${id} in ${((Date.now() - started) / 1000).toFixed(1)} s: kernel ${mib(files.kernel.size)}, initrd ${mib(files.initrd.size)}, rootfs ${mib(files.rootfs.size)}, base ${mib(files.baseDisk.size)}`);
+  return manifest;
+}
+
+function mke2fsArgs(src: string, id: string, target: string): string[] {
+  const bytes = duBytes(src);
+  const kib = Math.ceil((bytes * 1.15) / 1024) + 16 * 1024;
+  return ["-q", "-F", "-t", "ext4", "-L", "vmc-ro", "-O", "^has_journal", "-m", "0", "-b", "4096", "-U", uuidFrom(id, "ro"),
+    "-E", `root_owner=0:0,hash_seed=${uuidFrom(id, "ro-hash")}`, "-d", src, target, `${kib}k`];
+}
+
+function duBytes(dir: string): number {
+  let total = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) total += 4096 + duBytes(p);
+    else total += Math.ceil(lstatSync(p).size / 4096) * 4096 + 256;
+  }
+  return total;
+}
+
+/** /usr of the guest: node, the glibc/libstdc++/libgcc libraries it links against, the agent. */
+async function buildRootfs(usr: string, libsExtract: string, inputs: Inputs): Promise<void> {
+  const multiarch = join(usr, "lib", "x86_64-linux-gnu");
+  mkdirSync(multiarch, { recursive: true });
+  for (const from of [join(libsExtract, "lib", "x86_64-linux-gnu"), join(libsExtract, "usr", "lib", "x86_64-linux-gnu")]) {
+    if (!existsSync(from)) continue;
+    cpSync(from, multiarch, { recursive: true, verbatimSymlinks: true, filter: (p) => !p.includes("/gconv") });
+  }
+  cpSync(join(libsExtract, "lib64"), join(usr, "lib64"), { recursive: true, verbatimSymlinks: true });
+  mkdirSync(join(usr, "lib", "vmc"), { recursive: true });
+  copyFileSync(inputs.agentBundle, join(usr, "lib", "vmc", "agent.mjs"));
+  symlinkSync("/bin/busybox", join(usr, "bin", "env"));
+  chmodSync(join(usr, "bin", "node"), 0o755);
+}
+
+async function buildInitramfsTree(dir: string, busybox: string, modules: { name: string; path: string }[], guestDir: string): Promise<void> {
+  for (const d of ["bin", "dev", "proc", "sys", "run", "tmp", "usr", "var/lib/vmc", "root", "etc/acpi/PWRF", "modules"]) mkdirSync(join(dir, d), { recursive: true });
+  chmodSync(join(dir, "tmp"), 0o1777);
+  copyFileSync(busybox, join(dir, "bin", "busybox"));
+  chmodSync(join(dir, "bin", "busybox"), 0o755);
+  const applets = (await run(busybox, ["--list"])).toString().split("\n").filter((a) => a && a !== "busybox" && !a.includes("/"));
+  for (const a of applets) symlinkSync("busybox", join(dir, "bin", a));
+  symlinkSync("bin", join(dir, "sbin"));
+  symlinkSync("usr/lib", join(dir, "lib"));
+  symlinkSync("usr/lib64", join(dir, "lib64"));
+  const script = (from: string, to: string) => {
+    copyFileSync(join(guestDir, from), join(dir, to));
+    chmodSync(join(dir, to), 0o755);
+  };
+  script("init", "init");
+  script("vmc-agent", "bin/vmc-agent");
+  script("vmc-shutdown", "bin/vmc-shutdown");
+  script("power-button", "etc/acpi/PWRF/00000080");
+  copyFileSync(join(guestDir, "inittab"), join(dir, "etc", "inittab"));
+  writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/var/lib/vmc/home:/bin/sh\n");
+  writeFileSync(join(dir, "etc", "group"), "root:x:0:\n");
+  writeFileSync(join(dir, "etc", "hosts"), "127.0.0.1 localhost\n10.0.2.100 broker\n");
+  for (const m of modules) copyFileSync(m.path, join(dir, "modules", `${m.name}.ko`));
+  writeFileSync(join(dir, "modules", "order"), modules.map((m) => `${m.name}\n`).join(""));
+}

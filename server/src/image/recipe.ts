@@ -1,0 +1,53 @@
+/** guest/recipe.json and the other recipe files: where they are and what they say. */
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export interface Recipe {
+  kernelPackage: string;
+  busyboxPackage: string;
+  libraryPackages: string[];
+  node: { package: string; version: string; integrity: string };
+  /** Kernel modules to load at boot (their dependencies are added). */
+  modules: string[];
+  cmdline: string;
+  stateDiskMiB: number;
+}
+
+/** Files of guest/ copied into the image; all of them are inputs of its hash. */
+export const RECIPE_FILES = ["recipe.json", "init", "inittab", "vmc-agent", "vmc-shutdown", "power-button"] as const;
+
+/** The checkout (or installed package) root: the nearest ancestor holding guest/recipe.json. */
+export function projectRoot(from: string = dirname(fileURLToPath(import.meta.url))): string {
+  for (let dir = resolve(from); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, "guest", "recipe.json"))) return dir;
+    if (dirname(dir) === dir) throw new Error(`guest/recipe.json not found above ${from}`);
+  }
+}
+
+function strings(v: unknown, what: string): string[] {
+  if (!Array.isArray(v) || !v.every((s) => typeof s === "string" && /^[a-z0-9][a-z0-9+.:_-]*$/.test(s))) throw new Error(`recipe: ${what} must be a list of names`);
+  return v as string[];
+}
+
+function name(v: unknown, what: string): string {
+  return strings([v], what)[0] as string;
+}
+
+export function loadRecipe(guestDir: string): Recipe {
+  const raw = JSON.parse(readFileSync(join(guestDir, "recipe.json"), "utf8")) as Record<string, unknown>;
+  const node = raw.node as Record<string, unknown> | undefined;
+  if (!node || typeof node.integrity !== "string" || !node.integrity.startsWith("sha512-")) throw new Error("recipe: node.integrity must be an npm sha512 integrity");
+  if (typeof raw.cmdline !== "string") throw new Error("recipe: cmdline must be a string");
+  const stateDiskMiB = Number(raw.stateDiskMiB);
+  if (!Number.isInteger(stateDiskMiB) || stateDiskMiB < 64) throw new Error("recipe: stateDiskMiB must be an integer >= 64");
+  return {
+    kernelPackage: name(raw.kernelPackage, "kernelPackage"),
+    busyboxPackage: name(raw.busyboxPackage, "busyboxPackage"),
+    libraryPackages: strings(raw.libraryPackages, "libraryPackages"),
+    node: { package: name(node.package, "node.package"), version: name(node.version, "node.version"), integrity: node.integrity },
+    modules: strings(raw.modules, "modules"),
+    cmdline: raw.cmdline,
+    stateDiskMiB,
+  };
+}
