@@ -1,0 +1,359 @@
+/**
+ * The embedded STOMP broker: listens, owns queues, topic bindings and the journal, and runs one
+ * coarse timer for heart-beats, connect deadlines and expiry (no per-message timers).
+ */
+import { createServer, type Server, type Socket } from "node:net";
+import { mkdirSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { Connection } from "./connection";
+import { Queue, type QueueArgs, type QueueOwner } from "./queue";
+import { forwardedHeaders, messageBytes, type StoredMessage } from "./message";
+import { Journal, declareRecord, enqueueRecord } from "./journal";
+import { topicMatches, type Destination } from "./destination";
+import type { Frame } from "./frame";
+import type { UserTable } from "./auth";
+import type { ParserLimits } from "./parser";
+
+export interface BrokerLimits extends ParserLimits {
+  maxConnections: number;
+  /** A connection must complete CONNECT within this many ms. */
+  connectTimeoutMs: number;
+  /** Sum of partial-frame bytes held for all connections. */
+  maxInputBytes: number;
+  /** Unsent bytes per connection before deliveries to it pause. */
+  maxOutputBytes: number;
+  /** Bytes of all messages held (queued or unacked) before SENDs are refused. */
+  maxQueuedBytes: number;
+  maxSubscriptions: number;
+  maxTransactions: number;
+  maxTransactionFrames: number;
+  /** Floor for negotiated heart-beat intervals. */
+  minHeartbeatMs: number;
+}
+
+export const defaultLimits: BrokerLimits = {
+  maxHeaderBytes: 64 * 1024,
+  maxHeaders: 256,
+  maxBodyBytes: 64 * 1024 * 1024,
+  maxConnections: 10_000,
+  connectTimeoutMs: 10_000,
+  maxInputBytes: 512 * 1024 * 1024,
+  maxOutputBytes: 4 * 1024 * 1024,
+  maxQueuedBytes: 1024 * 1024 * 1024,
+  maxSubscriptions: 1024,
+  maxTransactions: 64,
+  maxTransactionFrames: 10_000,
+  minHeartbeatMs: 100,
+};
+
+export interface BrokerOptions {
+  host: string;
+  port: number;
+  /** Journal directory; without it nothing is persisted. */
+  dataDir?: string;
+  users: UserTable;
+  limits?: Partial<BrokerLimits>;
+  log?: (line: string) => void;
+}
+
+const queueDefaults: QueueArgs = { durable: true, autoDelete: false, messageTtl: 0, expires: 0, maxLength: 0 };
+
+export class Broker implements QueueOwner {
+  readonly limits: BrokerLimits;
+  readonly users: UserTable;
+  readonly stats = { connections: 0, errors: 0 };
+  inputBytes = 0;
+  queuedBytes = 0;
+  private readonly server: Server;
+  private readonly conns = new Set<Connection>();
+  private readonly connecting = new Set<Connection>();
+  private readonly queues = new Map<string, Queue>();
+  private readonly exactBindings = new Map<string, Set<Queue>>();
+  private readonly wildcardBindings = new Map<Queue, string[]>();
+  private readonly bindingOf = new Map<Queue, string>();
+  private readonly persistentLive = new Map<number, { queue: string; m: StoredMessage }>();
+  private journal: Journal | undefined;
+  private nextId = 1;
+  private nextConnId = 1;
+  private timer: NodeJS.Timeout | undefined;
+  private lastExpirySweep = 0;
+  private readonly log: (line: string) => void;
+
+  constructor(private readonly opts: BrokerOptions) {
+    this.limits = { ...defaultLimits, ...opts.limits };
+    this.users = opts.users;
+    this.log = opts.log ?? (() => {});
+    this.server = createServer({ noDelay: true }, (s) => this.accept(s));
+    this.server.maxConnections = this.limits.maxConnections;
+  }
+
+  /** Recovers the journal (if any) and starts listening. Resolves with the bound port. */
+  async start(): Promise<number> {
+    if (this.opts.dataDir) this.recover(this.opts.dataDir);
+    await new Promise<void>((resolve, reject) => {
+      this.server.once("error", reject);
+      this.server.listen(this.opts.port, this.opts.host, () => {
+        this.server.off("error", reject);
+        resolve();
+      });
+    });
+    this.timer = setInterval(() => this.tick(), 100);
+    this.timer.unref();
+    const a = this.server.address();
+    return typeof a === "object" && a ? a.port : this.opts.port;
+  }
+
+  /** Stops accepting, closes connections and flushes the journal (clean shutdown). */
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    const closed = new Promise<void>((r) => this.server.close(() => r()));
+    for (const c of this.conns) c.socket.destroy();
+    this.journal?.closeSync();
+    await closed;
+  }
+
+  private recover(dir: string): void {
+    mkdirSync(dir, { recursive: true });
+    const journal = new Journal(dir, () => this.snapshotRecords(), (err) => this.log(`journal error: ${err.message}`));
+    const r = journal.recover();
+    for (const [name, args] of r.queues) this.queues.set(name, new Queue(name, { ...queueDefaults, ...args, durable: true }, this));
+    this.nextId = r.maxId + 1;
+    const records: Buffer[] = [];
+    for (const [name, q] of this.queues) records.push(declareRecord(name, q.args));
+    const sizes = new Map<number, number>();
+    for (const jm of r.messages) {
+      let q = this.queues.get(jm.queue);
+      if (!q) {
+        q = new Queue(jm.queue, { ...queueDefaults }, this);
+        this.queues.set(jm.queue, q);
+        records.push(declareRecord(jm.queue, q.args));
+      }
+      const m: StoredMessage = { id: jm.id, destination: jm.destination, headers: jm.headers, body: jm.body, persistent: true, expiresAt: jm.expiresAt, redelivered: true, journaled: true };
+      const rec = enqueueRecord({ ...jm });
+      records.push(rec);
+      sizes.set(jm.id, rec.length);
+      this.queuedBytes += messageBytes(m);
+      this.persistentLive.set(m.id, { queue: jm.queue, m });
+      q.enqueue(m);
+    }
+    journal.rewrite(records);
+    for (const [id, size] of sizes) journal.adopt(id, size);
+    this.journal = journal;
+    this.log(`journal: recovered ${r.messages.length} persistent message(s) in ${r.queues.size} durable queue(s)${r.tornBytes ? `, dropped a torn tail of ${r.tornBytes} bytes` : ""}`);
+  }
+
+  private snapshotRecords(): Buffer[] {
+    const records: Buffer[] = [];
+    for (const [name, q] of this.queues) if (q.args.durable && q.exclusiveTo === undefined) records.push(declareRecord(name, q.args));
+    for (const { queue, m } of this.persistentLive.values()) {
+      records.push(enqueueRecord({ id: m.id, queue, destination: m.destination, headers: m.headers, body: m.body, expiresAt: m.expiresAt }));
+    }
+    return records;
+  }
+
+  private accept(socket: Socket): void {
+    const conn = new Connection(this.nextConnId++, socket, this);
+    this.conns.add(conn);
+    this.connecting.add(conn);
+    this.stats.connections++;
+  }
+
+  connected(c: Connection): void {
+    this.connecting.delete(c);
+  }
+
+  disconnected(c: Connection): void {
+    this.connecting.delete(c);
+  }
+
+  gone(c: Connection): void {
+    this.conns.delete(c);
+    this.connecting.delete(c);
+  }
+
+  afterDurable(cb: () => void): void {
+    if (this.journal) this.journal.barrier(cb);
+    else cb();
+  }
+
+  /** A message is done (acked, auto-acked on delivery, expired or dropped). */
+  finish(m: StoredMessage): void {
+    this.queuedBytes -= messageBytes(m);
+    if (m.journaled) {
+      m.journaled = false;
+      this.persistentLive.delete(m.id);
+      this.journal?.remove(m.id);
+    }
+  }
+
+  discard(_q: Queue, m: StoredMessage): void {
+    this.finish(m);
+  }
+
+  unused(q: Queue): void {
+    this.deleteQueue(q);
+  }
+
+  queueAlive(q: Queue): boolean {
+    return this.queues.get(q.name) === q;
+  }
+
+  deleteQueue(q: Queue): void {
+    if (this.queues.get(q.name) !== q) return;
+    this.queues.delete(q.name);
+    for (const m of q.drain()) this.finish(m);
+    this.unbind(q);
+    if (q.args.durable && q.exclusiveTo === undefined) this.journal?.deleteQueue(q.name);
+  }
+
+  /** An exclusive, auto-delete queue for a topic subscription or a temp queue. */
+  exclusiveQueue(c: Connection, name: string | undefined): Queue {
+    let n = name ?? "amq.gen-" + randomBytes(16).toString("base64url");
+    if (this.queues.has(n)) n = "amq.gen-" + randomBytes(16).toString("base64url");
+    const q = new Queue(n, { ...queueDefaults, durable: false, autoDelete: true }, this, c.id);
+    this.queues.set(n, q);
+    return q;
+  }
+
+  private declare(name: string, headers: Map<string, string>): Queue | string {
+    const existing = this.queues.get(name);
+    if (existing) return existing;
+    const args = queueArgs(headers);
+    if (typeof args === "string") return args;
+    const q = new Queue(name, args, this);
+    this.queues.set(name, q);
+    if (args.durable) this.journal?.declare(name, args);
+    return q;
+  }
+
+  /** The queue a SUBSCRIBE consumes from, or the reason it cannot. */
+  subscribeQueue(c: Connection, d: Destination, headers: Map<string, string>): { queue: Queue; owned: boolean } | string {
+    if (d.kind === "queue") {
+      const q = d.declare ? this.declare(d.name, headers) : this.queues.get(d.name);
+      if (q === undefined) return `NOT_FOUND - no queue '${d.name}' in vhost '/'`;
+      if (typeof q === "string") return q;
+      if (q.exclusiveTo !== undefined && q.exclusiveTo !== c.id) return `RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '${d.name}' in vhost '/'`;
+      return { queue: q, owned: false };
+    }
+    if (d.kind !== "topic") return "invalid destination";
+    const q = this.exclusiveQueue(c, headers.get("x-queue-name"));
+    const ttl = intHeader(headers, "x-message-ttl");
+    if (typeof ttl === "number") (q.args as QueueArgs).messageTtl = ttl;
+    this.bind(q, d.key);
+    return { queue: q, owned: true };
+  }
+
+  /** Routes a SEND. Returns [summary, detail] when refused. */
+  publish(_c: Connection, dest: string, d: Destination, f: Frame, replyTo: string | undefined): [string, string] | undefined {
+    const exp = f.headers.get("expiration");
+    let expiresAt = 0;
+    if (exp !== undefined) {
+      if (!/^\d{1,12}$/.test(exp)) return ["Bad header", `Invalid expiration '${exp.slice(0, 40)}': expected milliseconds`];
+      expiresAt = Date.now() + Number(exp);
+    }
+    const size = f.body.length + 256;
+    if (this.queuedBytes + size > this.limits.maxQueuedBytes) return ["Resource limit", `the broker holds ${this.limits.maxQueuedBytes} bytes of messages; SEND refused`];
+    const headers = forwardedHeaders(f.headers);
+    if (replyTo !== undefined) {
+      const i = headers.findIndex(([k]) => k === "reply-to");
+      if (i >= 0) headers[i] = ["reply-to", replyTo];
+    }
+    const persistent = f.headers.get("persistent") === "true";
+    const base: StoredMessage = { id: 0, destination: dest, headers, body: f.body, persistent, expiresAt, redelivered: false, journaled: false };
+    if (d.kind === "queue") {
+      const q = d.declare ? this.declare(d.name, f.headers) : this.queues.get(d.name);
+      if (q === undefined) return ["not_found", `NOT_FOUND - no queue '${d.name}' in vhost '/'`];
+      if (typeof q === "string") return ["Bad header", q];
+      this.enqueue(q, base);
+      return undefined;
+    }
+    if (d.kind === "topic") {
+      const targets = new Set<Queue>(this.exactBindings.get(d.key));
+      if (this.wildcardBindings.size) {
+        const words = d.key.split(".");
+        for (const [q, pattern] of this.wildcardBindings) if (topicMatches(pattern, words)) targets.add(q);
+      }
+      for (const q of targets) this.enqueue(q, { ...base });
+    }
+    return undefined;
+  }
+
+  private enqueue(q: Queue, m: StoredMessage): void {
+    m.id = this.nextId++;
+    this.queuedBytes += messageBytes(m);
+    if (m.persistent && q.args.durable && this.journal && q.exclusiveTo === undefined) {
+      m.journaled = true;
+      if (q.args.messageTtl > 0) {
+        const e = Date.now() + q.args.messageTtl;
+        if (m.expiresAt === 0 || e < m.expiresAt) m.expiresAt = e;
+      }
+      this.persistentLive.set(m.id, { queue: q.name, m });
+      this.journal.enqueue({ id: m.id, queue: q.name, destination: m.destination, headers: m.headers, body: m.body, expiresAt: m.expiresAt });
+    }
+    q.enqueue(m);
+  }
+
+  private bind(q: Queue, key: string): void {
+    this.bindingOf.set(q, key);
+    if (key.includes("*") || key.includes("#")) this.wildcardBindings.set(q, key.split("."));
+    else {
+      let set = this.exactBindings.get(key);
+      if (!set) this.exactBindings.set(key, (set = new Set()));
+      set.add(q);
+    }
+  }
+
+  private unbind(q: Queue): void {
+    const key = this.bindingOf.get(q);
+    if (key === undefined) return;
+    this.bindingOf.delete(q);
+    this.wildcardBindings.delete(q);
+    const set = this.exactBindings.get(key);
+    if (set) {
+      set.delete(q);
+      if (set.size === 0) this.exactBindings.delete(key);
+    }
+  }
+
+  private tick(): void {
+    const now = Date.now();
+    for (const c of this.connecting) {
+      if (now - c.openedAt > this.limits.connectTimeoutMs) c.error("Connect timeout", `no CONNECT frame within ${this.limits.connectTimeoutMs} ms`);
+    }
+    for (const c of this.conns) {
+      if (c.state !== "open") continue;
+      if (c.hbIn > 0 && now - c.lastRead > 2 * c.hbIn) {
+        this.log(`connection ${c.id}: no data for ${now - c.lastRead} ms (heart-beat ${c.hbIn} ms): closing`);
+        c.socket.destroy();
+        continue;
+      }
+      if (c.hbOut > 0 && now - c.lastWrite >= c.hbOut) c.heartbeat();
+    }
+    if (now - this.lastExpirySweep >= 1000) {
+      this.lastExpirySweep = now;
+      for (const q of [...this.queues.values()]) {
+        q.expireHead(now);
+        if (q.args.expires > 0 && q.consumers.length === 0 && now - q.lastUsed > q.args.expires) this.deleteQueue(q);
+      }
+    }
+  }
+}
+
+function intHeader(h: Map<string, string>, name: string): number | string | undefined {
+  const v = h.get(name);
+  if (v === undefined) return undefined;
+  if (!/^\d{1,12}$/.test(v)) return `PRECONDITION_FAILED - invalid arg '${name}': '${v.slice(0, 40)}'`;
+  return Number(v);
+}
+
+function queueArgs(h: Map<string, string>): QueueArgs | string {
+  const args: QueueArgs = { ...queueDefaults };
+  if (h.has("durable")) args.durable = h.get("durable") === "true";
+  if (h.has("auto-delete")) args.autoDelete = h.get("auto-delete") === "true";
+  for (const [key, header] of [["messageTtl", "x-message-ttl"], ["expires", "x-expires"], ["maxLength", "x-max-length"]] as const) {
+    const v = intHeader(h, header);
+    if (typeof v === "string") return v;
+    if (v !== undefined) args[key] = v;
+  }
+  return args;
+}
