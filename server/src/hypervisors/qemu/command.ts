@@ -1,0 +1,93 @@
+/** Builds the qemu-system-x86_64 command line of a VM: pure, so tests check it without QEMU. */
+
+export type Accel = "kvm" | "tcg";
+
+/** Where the guest reaches the broker: slirp forwards this address to the host broker port. */
+export const GUEST_BROKER_ADDRESS = "10.0.2.100:61613";
+export const IDENTITY_PORT_NAME = "vmc.identity";
+
+export interface QemuLaunch {
+  name: string;
+  memoryMiB: number;
+  cpus: number;
+  accel: Accel;
+  kernel: string;
+  initrd: string;
+  append: string;
+  /** Read-only root file system (raw or any format QEMU probes; opened read-only). */
+  rootfs: string;
+  /** The VM's own qcow2 overlay. */
+  disk: string;
+  qmpSocket: string;
+  eventsSocket: string;
+  identitySocket: string;
+  consoleLog: string;
+  pidFile: string;
+  /** Host port of the broker on 127.0.0.1. */
+  brokerPort: number;
+  forwards: { guestPort: number; hostPort: number }[];
+  /** Migration source to start from (a template's saved state), e.g. `exec:cat /path`. */
+  incoming?: string;
+  /** Internal snapshot to start from. */
+  loadvm?: string;
+}
+
+/** The per-VM words appended to the image's kernel command line (read by the agent). */
+export function identityWords(agentId: string, controllerPublicKey: string): string {
+  return `vmc_id=${agentId} vmc_broker=stomp://${GUEST_BROKER_ADDRESS} vmc_key=${controllerPublicKey}`;
+}
+
+export function netdevOption(brokerPort: number, forwards: QemuLaunch["forwards"]): string {
+  const parts = [
+    "user",
+    "id=n0",
+    // restrict=on: the guest reaches nothing but the forwards below.
+    "restrict=on",
+    // cmd: starts one socat per guest connection, so the agent can reconnect (tcp: connects once).
+    `guestfwd=tcp:${GUEST_BROKER_ADDRESS}-cmd:socat STDIO TCP:127.0.0.1:${brokerPort}`,
+    ...forwards.map((f) => `hostfwd=tcp:127.0.0.1:${f.hostPort}-:${f.guestPort}`),
+  ];
+  return parts.join(",");
+}
+
+export function qemuArgs(l: QemuLaunch): string[] {
+  const args = [
+    "-name", `vmc-${l.name}`,
+    "-machine", "q35",
+    ...(l.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", "tcg", "-cpu", "max"]),
+    "-m", String(l.memoryMiB),
+    "-smp", String(l.cpus),
+    "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+    "-kernel", l.kernel,
+    "-initrd", l.initrd,
+    "-append", l.append,
+    "-drive", `file=${escapeOpt(l.rootfs)},if=none,id=rootfs,format=raw,readonly=on`,
+    "-device", "virtio-blk-pci,drive=rootfs",
+    "-drive", `file=${escapeOpt(l.disk)},if=none,id=disk,format=qcow2,discard=unmap`,
+    "-device", "virtio-blk-pci,drive=disk",
+    "-netdev", netdevOption(l.brokerPort, l.forwards),
+    "-device", "virtio-net-pci,netdev=n0",
+    "-device", "virtio-serial-pci,id=vser0",
+    "-chardev", `socket,id=ident,path=${escapeOpt(l.identitySocket)},server=on,wait=off`,
+    "-device", `virtserialport,bus=vser0.0,chardev=ident,name=${IDENTITY_PORT_NAME}`,
+    "-chardev", `file,id=con0,path=${escapeOpt(l.consoleLog)}`,
+    "-serial", "chardev:con0",
+    "-qmp", `unix:${escapeOpt(l.qmpSocket)},server=on,wait=off`,
+    "-qmp", `unix:${escapeOpt(l.eventsSocket)},server=on,wait=off`,
+    "-pidfile", l.pidFile,
+    "-daemonize",
+  ];
+  if (l.incoming) args.push("-incoming", l.incoming);
+  if (l.loadvm) args.push("-loadvm", l.loadvm);
+  return args;
+}
+
+/** QEMU option values escape a comma by doubling it. */
+function escapeOpt(value: string): string {
+  return value.replaceAll(",", ",,");
+}
+
+/** `qemu-img create` of a linked clone: a qcow2 overlay whose backing file is `base`. */
+export function overlayArgs(base: string, overlay: string): string[] {
+  return ["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, overlay];
+}

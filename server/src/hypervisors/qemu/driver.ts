@@ -1,0 +1,527 @@
+/**
+ * The QEMU driver: each VM is a detached `qemu-system-x86_64 -daemonize` (own session, survives
+ * the controller) found again through its pid file and QMP sockets, so any controller instance
+ * re-adopts it. Two QMP monitors per VM: `qmp.sock` for short control connections (one at a
+ * time, serialised by the registry lock) and `events.sock` for one long-lived event watcher.
+ */
+import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
+import { VmcError, VmcErrorCodes, type VmState } from "@vmc/protocol";
+import { VmStore, type VmRecord } from "../../store/vms";
+import type { Disposable, Driver, DriverFactory, DriverFeatures, SnapshotInfo, StopOptions, VmSpec, VmStateEvent, VmStatus } from "../driver";
+import { alreadyExists, hypervisorFailed, imageMissing, invalidState, unknownSnapshot } from "../errors";
+import { chooseAccel } from "./accel";
+import { identityWords, overlayArgs, qemuArgs, type Accel, type QemuLaunch } from "./command";
+import { QEMU_IMG, QEMU_SYSTEM, qemuImg, run } from "./exec";
+import { identityMessage, tellGuest } from "./identity";
+import { QmpClient, QmpError, type QmpEvent } from "./qmp";
+import { findTemplate, type Template } from "./template";
+import { freeLoopbackPort } from "../ports";
+
+export const SNAPSHOT_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
+const DEFAULT_MEMORY_MIB = 512;
+const DEFAULT_CPUS = 1;
+const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+
+/** QMP `query-status` → VmState. */
+export function stateFromQmp(status: string): VmState {
+  switch (status) {
+    case "running":
+      return "running";
+    case "paused":
+    case "suspended":
+    case "debug":
+    case "io-error":
+    case "watchdog":
+      return "paused";
+    case "inmigrate":
+    case "prelaunch":
+    case "restore-vm":
+    case "finish-migrate":
+    case "save-vm":
+      return "starting";
+    case "shutdown":
+      return "stopping";
+    case "postmigrate":
+      return "saved";
+    default:
+      return "error";
+  }
+}
+
+/** QMP event → the state it means, for the events that change state. */
+export function stateFromEvent(event: QmpEvent): VmState | undefined {
+  switch (event.event) {
+    case "STOP":
+      return "paused";
+    case "RESUME":
+      return "running";
+    case "POWERDOWN":
+    case "SHUTDOWN":
+      return "stopping";
+    case "GUEST_PANICKED":
+      return "error";
+    default:
+      return undefined;
+  }
+}
+
+export interface VmFiles {
+  dir: string;
+  disk: string;
+  console: string;
+  pid: string;
+  qmp: string;
+  events: string;
+  identity: string;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** True when `pid` is a QEMU process (not a recycled pid now used by something else). */
+function isQemu(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("qemu-system");
+  } catch {
+    return pidAlive(pid);
+  }
+}
+
+export class QemuDriver implements Driver {
+  readonly name = "qemu" as const;
+  readonly features: DriverFeatures = {
+    pause: true,
+    snapshots: true,
+    snapshotsWithMemory: true,
+    templates: true,
+    gracefulStop: true,
+    isolation: "vm",
+  };
+  readonly store: VmStore;
+
+  constructor(readonly home: string) {
+    this.store = new VmStore(home);
+  }
+
+  files(name: string): VmFiles {
+    const dir = this.store.dir(name);
+    return {
+      dir,
+      disk: join(dir, "disk.qcow2"),
+      console: join(dir, "console.log"),
+      pid: join(dir, "qemu.pid"),
+      qmp: this.store.socketPath(name, "qmp.sock"),
+      events: this.store.socketPath(name, "events.sock"),
+      identity: this.store.socketPath(name, "identity.sock"),
+    };
+  }
+
+  async create(spec: VmSpec): Promise<VmRecord> {
+    const image = spec.image;
+    if (!image) throw new VmcError(VmcErrorCodes.ImageMissing, "the qemu driver needs a guest image (run `vmc image build`)", {});
+    for (const path of [image.kernel, image.initrd, image.rootfs, image.baseDisk]) {
+      if (!existsSync(path)) throw imageMissing(path, "no such file");
+    }
+    const memoryMiB = spec.memoryMiB ?? DEFAULT_MEMORY_MIB;
+    const cpus = spec.cpus ?? DEFAULT_CPUS;
+    if (this.store.exists(spec.name)) throw alreadyExists(spec.name);
+    const template = spec.fromTemplate === false ? undefined : findTemplate(this.home, image.id, memoryMiB, cpus);
+    const forwards = spec.dataPort ? [{ guestPort: spec.dataPort, hostPort: await freeLoopbackPort() }] : [];
+    return this.store.create(spec.name, async (dir) => {
+      await qemuImg(overlayArgs(template ? template.disk : image.baseDisk, join(dir, "disk.qcow2")), "create the disk overlay");
+      const record: VmRecord = {
+        name: spec.name,
+        driver: "qemu",
+        agentId: spec.agentId ?? spec.name,
+        memoryMiB,
+        cpus,
+        createdAt: Date.now(),
+        broker: spec.broker,
+        controllerPublicKey: spec.controllerPublicKey,
+        image: { id: image.id, kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs, baseDisk: image.baseDisk, cmdline: image.cmdline },
+        forwards,
+        started: false,
+        driverData: {},
+      };
+      if (template) record.template = template.dir;
+      return record;
+    });
+  }
+
+  async status(name: string): Promise<VmStatus> {
+    const record = this.store.read(name);
+    return this.statusOf(record);
+  }
+
+  private async statusOf(record: VmRecord): Promise<VmStatus> {
+    const f = this.files(record.name);
+    const pid = this.livePid(f);
+    const base = { name: record.name, driver: this.name };
+    const accel = typeof record.driverData.accel === "string" ? record.driverData.accel : undefined;
+    if (pid === undefined) {
+      const reason = existsSync(f.pid) ? "QEMU exited without a stop request (killed or crashed?)" : undefined;
+      return reason ? { ...base, state: "stopped", reason } : { ...base, state: "stopped" };
+    }
+    let qmp: QmpClient | undefined;
+    try {
+      qmp = await QmpClient.connect(f.qmp);
+      const s = await qmp.execute<{ status: string }>("query-status");
+      const state = stateFromQmp(s.status);
+      return { ...base, state, pid, ...(accel ? { accel } : {}), ...(state === "error" ? { reason: `QEMU status ${s.status}` } : {}) };
+    } catch (err) {
+      if (!pidAlive(pid)) return { ...base, state: "stopped", reason: "QEMU exited" };
+      return { ...base, state: "error", pid, reason: `QMP: ${(err as Error).message}` };
+    } finally {
+      qmp?.close();
+    }
+  }
+
+  private livePid(f: VmFiles): number | undefined {
+    let text: string;
+    try {
+      text = readFileSync(f.pid, "utf8");
+    } catch {
+      return undefined;
+    }
+    const pid = Number.parseInt(text, 10);
+    return Number.isFinite(pid) && pid > 0 && isQemu(pid) ? pid : undefined;
+  }
+
+  /** Runs `fn` with a control-monitor connection, under the VM's lock. */
+  private async control<T>(name: string, fn: (qmp: QmpClient, record: VmRecord, status: VmStatus) => Promise<T>): Promise<T> {
+    this.store.read(name);
+    return this.store.withLock(name, async () => {
+      const record = this.store.read(name);
+      const status = await this.statusOf(record);
+      if (status.state === "stopped") return fn(undefined as unknown as QmpClient, record, status);
+      const qmp = await QmpClient.connect(this.files(name).qmp);
+      try {
+        return await fn(qmp, record, status);
+      } finally {
+        qmp.close();
+      }
+    });
+  }
+
+  async start(name: string, options: { loadvm?: string } = {}): Promise<VmStatus> {
+    this.store.read(name);
+    return this.store.withLock(name, async () => {
+      const record = this.store.read(name);
+      const status = await this.statusOf(record);
+      if (status.state !== "stopped") return status;
+      return this.launch(record, options.loadvm);
+    });
+  }
+
+  /** Starts QEMU for a stopped VM (caller holds the lock). */
+  private async launch(record: VmRecord, loadvm?: string): Promise<VmStatus> {
+    const image = record.image;
+    if (!image) throw new VmcError(VmcErrorCodes.ImageMissing, `VM '${record.name}' has no guest image recorded`, { name: record.name });
+    const f = this.files(record.name);
+    for (const p of [f.pid, f.qmp, f.events, f.identity]) rmSync(p, { force: true });
+    const template = !record.started && !loadvm && record.template ? this.templateOf(record) : undefined;
+    const accel: Accel = template ? template.accel : (await chooseAccel(this.home)).accel;
+    const launch: QemuLaunch = {
+      name: record.name,
+      memoryMiB: record.memoryMiB,
+      cpus: record.cpus,
+      accel,
+      kernel: image.kernel,
+      initrd: image.initrd,
+      append: template ? template.cmdline : `${image.cmdline} ${identityWords(record.agentId, record.controllerPublicKey)}`.trim(),
+      rootfs: image.rootfs,
+      disk: f.disk,
+      qmpSocket: f.qmp,
+      eventsSocket: f.events,
+      identitySocket: f.identity,
+      consoleLog: f.console,
+      pidFile: f.pid,
+      brokerPort: record.broker.port,
+      forwards: record.forwards,
+      ...(template ? { incoming: `exec:cat ${shellQuote(template.state)}` } : {}),
+      ...(loadvm ? { loadvm } : {}),
+    };
+    const r = await run(QEMU_SYSTEM, qemuArgs(launch), 60_000);
+    if (r.code !== 0) {
+      rmSync(f.pid, { force: true });
+      throw hypervisorFailed("qemu", `start VM '${record.name}'`, r.stderr.trim() || `QEMU exited with ${r.code ?? r.signal}`);
+    }
+    if (template) await this.finishIncoming(record, f);
+    this.store.update(record.name, (rec) => {
+      rec.started = true;
+      rec.driverData.accel = accel;
+    });
+    return this.statusOf(this.store.read(record.name));
+  }
+
+  private templateOf(record: VmRecord): Template | undefined {
+    const dir = record.template;
+    if (!dir) return undefined;
+    try {
+      return JSON.parse(readFileSync(join(dir, "template.json"), "utf8")) as Template;
+    } catch (err) {
+      throw hypervisorFailed("qemu", `start VM '${record.name}'`, `its template ${dir} is unreadable: ${(err as Error).message}`);
+    }
+  }
+
+  /** A template clone: wait until the saved state is loaded and running, then hand over the identity. */
+  private async finishIncoming(record: VmRecord, f: VmFiles): Promise<void> {
+    const qmp = await QmpClient.connect(f.qmp);
+    try {
+      const resumed = qmp.waitEvent("RESUME", 60_000);
+      resumed.catch(() => undefined);
+      const s = await qmp.execute<{ status: string }>("query-status");
+      if (s.status !== "running") await resumed;
+    } catch (err) {
+      throw hypervisorFailed("qemu", `start VM '${record.name}' from its template`, (err as Error).message);
+    } finally {
+      qmp.close();
+    }
+    const acked = await tellGuest(f.identity, identityMessage(record.agentId, record.controllerPublicKey)).catch(() => false);
+    if (!acked) {
+      this.store.update(record.name, (rec) => {
+        rec.driverData.identityAcked = false;
+      });
+    }
+  }
+
+  async stop(name: string, options: StopOptions = {}): Promise<VmStatus> {
+    this.store.read(name);
+    return this.store.withLock(name, async () => {
+      const record = this.store.read(name);
+      const status = await this.statusOf(record);
+      if (status.state === "stopped") {
+        rmSync(this.files(name).pid, { force: true });
+        return status;
+      }
+      await this.terminate(record, status.pid, options);
+      return this.statusOf(record);
+    });
+  }
+
+  /** Graceful (ACPI power button, bounded wait), then `quit`, then SIGKILL. Caller holds the lock. */
+  private async terminate(record: VmRecord, pid: number | undefined, options: StopOptions): Promise<void> {
+    const f = this.files(record.name);
+    const timeoutMs = options.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
+    let qmp: QmpClient | undefined;
+    try {
+      qmp = await QmpClient.connect(f.qmp, 2000);
+    } catch {
+      qmp = undefined;
+    }
+    try {
+      if (qmp && !options.force) {
+        const gone = qmp.closed.then(() => true);
+        await qmp.execute("system_powerdown").catch(() => undefined);
+        const done = await Promise.race([gone, sleep(timeoutMs).then(() => false)]);
+        if (done) qmp = undefined;
+      }
+      if (qmp) {
+        await qmp.execute("quit").catch(() => undefined);
+        await Promise.race([qmp.closed, sleep(3000)]);
+      }
+    } finally {
+      qmp?.close();
+    }
+    if (pid !== undefined && pidAlive(pid)) {
+      process.kill(pid, "SIGKILL");
+      for (let i = 0; i < 200 && pidAlive(pid); i++) await sleep(10);
+    }
+    // QEMU removes its pid file on a clean exit; after a kill it is ours to remove.
+    for (let i = 0; i < 100 && pid !== undefined && isQemu(pid); i++) await sleep(10);
+    for (const p of [f.pid, f.qmp, f.events, f.identity]) rmSync(p, { force: true });
+  }
+
+  async pause(name: string): Promise<VmStatus> {
+    return this.control(name, async (qmp, record, status) => {
+      if (status.state === "paused") return status;
+      if (status.state !== "running") throw invalidState(name, "pause", status.state, ["running"]);
+      await qmp.execute("stop");
+      return { ...status, state: "paused" as const };
+    });
+  }
+
+  async resume(name: string): Promise<VmStatus> {
+    return this.control(name, async (qmp, record, status) => {
+      if (status.state === "running") return status;
+      if (status.state !== "paused") throw invalidState(name, "resume", status.state, ["paused"]);
+      await qmp.execute("cont");
+      return { ...status, state: "running" as const };
+    });
+  }
+
+  async delete(name: string, options: { force?: boolean } = {}): Promise<void> {
+    this.store.read(name);
+    await this.store.withLock(name, async () => {
+      const record = this.store.read(name);
+      const status = await this.statusOf(record);
+      if (status.state !== "stopped") {
+        if (!options.force) throw invalidState(name, "delete", status.state, ["stopped"]);
+        await this.terminate(record, status.pid, { force: true });
+      }
+      const f = this.files(name);
+      for (const p of [f.qmp, f.events, f.identity]) rmSync(p, { force: true });
+      this.store.remove(name);
+    });
+  }
+
+  async listSnapshots(name: string): Promise<SnapshotInfo[]> {
+    this.store.read(name);
+    const out = await qemuImg(["info", "-U", "--output=json", this.files(name).disk], "list snapshots");
+    const info = JSON.parse(out) as { snapshots?: { name: string; "vm-state-size": number; "date-sec": number; "date-nsec": number }[] };
+    return (info.snapshots ?? []).map((s) => ({
+      name: s.name,
+      createdAt: s["date-sec"] * 1000 + Math.floor(s["date-nsec"] / 1e6),
+      withMemory: s["vm-state-size"] > 0,
+      vmStateBytes: s["vm-state-size"],
+    }));
+  }
+
+  async takeSnapshot(name: string, snapshot: string): Promise<SnapshotInfo> {
+    checkSnapshotName(snapshot);
+    return this.control(name, async (qmp, record, status) => {
+      if ((await this.listSnapshots(name)).some((s) => s.name === snapshot)) throw alreadyExists(`${name}/${snapshot}`);
+      if (status.state === "stopped") {
+        await qemuImg(["snapshot", "-c", snapshot, this.files(name).disk], `snapshot VM '${name}'`);
+      } else if (status.state === "running" || status.state === "paused") {
+        // savevm stops the vCPUs, writes RAM and devices into the writable qcow2 (the read-only
+        // rootfs is skipped) and restores the previous run state.
+        const out = await qmp.hmp(`savevm ${snapshot}`);
+        if (out.trim()) {
+          await qmp.hmp(`delvm ${snapshot}`).catch(() => undefined);
+          if (status.state === "running") await qmp.execute("cont").catch(() => undefined);
+          throw hypervisorFailed("qemu", `snapshot VM '${name}'`, out.trim(), { name, snapshot });
+        }
+      } else {
+        throw invalidState(name, "snapshot", status.state, ["running", "paused", "stopped"]);
+      }
+      const taken = (await this.listSnapshots(name)).find((s) => s.name === snapshot);
+      if (!taken) throw hypervisorFailed("qemu", `snapshot VM '${name}'`, "the snapshot did not appear in the disk image");
+      return taken;
+    });
+  }
+
+  /**
+   * Restores a snapshot. A running or paused VM restores in place (`loadvm`) and its agent is told
+   * through the identity port that its broker connection is stale; a stopped VM starts from the
+   * snapshot in a fresh QEMU (`-loadvm`). A disk-only snapshot restores the disk of a stopped VM.
+   */
+  async restoreSnapshot(name: string, snapshot: string): Promise<VmStatus> {
+    checkSnapshotName(snapshot);
+    const snap = (await this.listSnapshots(name)).find((s) => s.name === snapshot);
+    if (!snap) throw unknownSnapshot(name, snapshot);
+    return this.store.withLock(name, async () => {
+      const record = this.store.read(name);
+      const status = await this.statusOf(record);
+      const f = this.files(name);
+      if (status.state === "stopped") {
+        if (!snap.withMemory) {
+          await qemuImg(["snapshot", "-a", snapshot, f.disk], `restore VM '${name}'`);
+          return this.statusOf(record);
+        }
+        return this.launch({ ...record, started: true }, snapshot);
+      }
+      if (status.state !== "running" && status.state !== "paused") throw invalidState(name, "restore", status.state, ["running", "paused", "stopped"]);
+      if (!snap.withMemory) throw invalidState(name, "restore a disk-only snapshot into", status.state, ["stopped"]);
+      const qmp = await QmpClient.connect(f.qmp);
+      try {
+        // loadvm leaves the VM paused when it was paused before; a memory snapshot of a running VM runs.
+        const out = await qmp.hmp(`loadvm ${snapshot}`);
+        if (out.trim()) throw hypervisorFailed("qemu", `restore VM '${name}'`, out.trim(), { name, snapshot });
+        const s = await qmp.execute<{ status: string }>("query-status");
+        if (s.status !== "running") await qmp.execute("cont");
+      } finally {
+        qmp.close();
+      }
+      void tellGuest(f.identity, { type: "RESTORED", hostTimeMs: Date.now() }, 2000).catch(() => false);
+      return this.statusOf(record);
+    });
+  }
+
+  async deleteSnapshot(name: string, snapshot: string): Promise<void> {
+    checkSnapshotName(snapshot);
+    await this.control(name, async (qmp, _record, status) => {
+      if (!(await this.listSnapshots(name)).some((s) => s.name === snapshot)) throw unknownSnapshot(name, snapshot);
+      if (status.state === "stopped") {
+        await qemuImg(["snapshot", "-d", snapshot, this.files(name).disk], `delete snapshot of VM '${name}'`);
+        return;
+      }
+      const out = await qmp.hmp(`delvm ${snapshot}`);
+      if (out.trim()) throw hypervisorFailed("qemu", `delete snapshot of VM '${name}'`, out.trim());
+    });
+  }
+
+  /**
+   * Subscribes to the VM's state changes through its event monitor (QMP events), ending with a
+   * `stopped` event when QEMU exits. One watcher per VM at a time (QEMU serves one client per
+   * monitor socket); a second one waits until the first disposes.
+   */
+  async watch(name: string, listener: (event: VmStateEvent) => void): Promise<Disposable> {
+    this.store.read(name);
+    const f = this.files(name);
+    const qmp = await QmpClient.connect(f.events);
+    let disposed = false;
+    qmp.on("event", (e: QmpEvent) => {
+      const state = stateFromEvent(e);
+      if (state) listener({ name, state, cause: e.event, at: Date.now() });
+    });
+    qmp.once("close", () => {
+      if (!disposed) listener({ name, state: "stopped", cause: "exit", at: Date.now() });
+    });
+    return {
+      dispose() {
+        disposed = true;
+        qmp.close();
+      },
+    };
+  }
+}
+
+function checkSnapshotName(snapshot: string): void {
+  if (!SNAPSHOT_NAME.test(snapshot)) {
+    throw new VmcError(VmcErrorCodes.UnknownSnapshot, `invalid snapshot name '${snapshot}': letters, digits, '.', '-', '_' (at most 64)`, { snapshot });
+  }
+}
+
+function shellQuote(s: string): string {
+  return `'${s.replaceAll("'", "'\\''")}'`;
+}
+
+/** Spawns a detached process that outlives us (used for tools QEMU does not daemonize itself). */
+export function spawnDetached(command: string, args: string[]): number | undefined {
+  const child = spawn(command, args, { detached: true, stdio: "ignore" });
+  child.unref();
+  return child.pid;
+}
+
+export const qemuFactory: DriverFactory = {
+  name: "qemu",
+  async available() {
+    try {
+      const [a, b] = await Promise.all([run(QEMU_SYSTEM, ["--version"], 10_000), run(QEMU_IMG, ["--version"], 10_000)]);
+      return a.code === 0 && b.code === 0;
+    } catch {
+      return false;
+    }
+  },
+  create: (home) => new QemuDriver(home),
+};
+
+export function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
+  }
+}
+
+export { QmpError };
