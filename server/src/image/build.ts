@@ -41,10 +41,10 @@ export interface Manifest {
   files: Record<FileKey, { name: string; size: number; sha256: string }>;
 }
 
-async function resolveInputs(root: string): Promise<Inputs> {
+async function resolveInputs(root: string, agentBundleOverride?: string): Promise<Inputs> {
   const guestDir = join(root, "guest");
   const recipe = loadRecipe(guestDir);
-  const agentBundle = join(root, "dist", "agent.mjs");
+  const agentBundle = agentBundleOverride ?? join(root, "dist", "agent.mjs");
   if (!existsSync(agentBundle)) throw new Error(`${agentBundle} is missing: run 'npm run build' first`);
   const agentSha = await sha256File(agentBundle);
   let pkgVersion = "unknown";
@@ -130,7 +130,7 @@ export async function buildOrReuse(opts: EnsureGuestImageOptions): Promise<Guest
   const progress = opts.onProgress ?? (() => {});
   const home = opts.home ?? vmcHome();
   progress("resolving inputs (apt candidates, node, agent bundle, recipe)");
-  const inputs = await resolveInputs(projectRoot());
+  const inputs = await resolveInputs(projectRoot(), opts.agentBundle);
   const id = imageId(inputs.fingerprint);
   const key = `${home}\0${id}\0${opts.force ? "force" : ""}`;
   const pending = inFlight.get(key);

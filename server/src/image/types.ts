@@ -34,6 +34,8 @@ export interface EnsureGuestImageOptions {
   home?: string;
   /** Rebuild even when a valid cached image exists. */
   force?: boolean;
+  /** Agent bundle to put in the image instead of the checkout's dist/agent.mjs (tests). */
+  agentBundle?: string;
   /** One line per build step, for progress output. */
   onProgress?: (msg: string) => void;
 }
