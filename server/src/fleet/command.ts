@@ -1,0 +1,347 @@
+/**
+ * One command sent to its targets, and the bookkeeping that accounts for every one of them.
+ *
+ * Each target is in one of three phases: `away` (not online when the command was sent, or
+ * went offline before it was picked up: the command waits in its durable inbox), `online`
+ * (the agent is there: we wait for its result), `done`. Deadlines make sure every target ends:
+ * - away: unreachable when the command's expiry has passed (plus a grace) with no answer;
+ * - online with a timeout: unreachable when no result came `resultGraceMs` after the timeout;
+ * - online, then offline (BYE or missed heartbeats): unreachable after `offlineGraceMs`;
+ * - after a cancel: unreachable when the agent has not confirmed within `cancelGraceMs`.
+ * @packageDocumentation
+ */
+import { randomBytes } from "node:crypto";
+import type { CmdCancel, CmdOutput, CmdResult, CmdRunInput } from "@vmc/protocol/bus";
+import { classifyResult, countStatuses, type RunReport, type StreamTail, type TargetOutcome, type TargetStatus } from "./outcome";
+import { ByteTail } from "./tail";
+
+export type OutputStream = "stdout" | "stderr";
+
+/** What a caller asks to run. */
+export interface RunRequest {
+  /** Target expression (see target.ts). */
+  target: string;
+  argv: string[];
+  /** Run argv[0] through `/bin/sh -c`. */
+  shell?: boolean;
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Whole stdin, given up front. */
+  stdin?: Uint8Array;
+  /** The agent kills the command after this long. */
+  timeoutMs?: number;
+  /** How long the command may wait in an offline agent's inbox (default 30 000 ms). */
+  expiresInMs?: number;
+  /** Bytes of each stream's tail kept per target (default: 1 MiB, less when there are many targets). */
+  tailBytes?: number;
+  /** Stream CMD_OUTPUT while running (default true). */
+  stream?: boolean;
+}
+
+export interface RunEvents {
+  /** A piece of a target's output, in order, each byte once. */
+  onOutput?(agentId: string, stream: OutputStream, data: Buffer): void;
+  /** A target has ended. */
+  onTargetDone?(outcome: TargetOutcome): void;
+}
+
+export interface RunTimings {
+  /** After an away target's command expired (default 1000 ms). */
+  awayGraceMs: number;
+  /** After the command's timeout, for a result to arrive (default 10 000 ms). */
+  resultGraceMs: number;
+  /** After an online target goes offline, for a result already in flight (default 1500 ms). */
+  offlineGraceMs: number;
+  /** After CMD_CANCEL, for the agent's confirmation (default 5000 ms). */
+  cancelGraceMs: number;
+}
+
+export const DEFAULT_TIMINGS: RunTimings = { awayGraceMs: 1000, resultGraceMs: 10_000, offlineGraceMs: 1500, cancelGraceMs: 5000 };
+
+/** What a run needs from the fleet around it. */
+export interface RunContext {
+  send(agentId: string, message: object, expiresInMs: number): Promise<void>;
+  sign<T extends object>(message: T): T & { signature: string };
+  isOnline(agentId: string): boolean;
+  /** Why an agent is not online: never seen, or offline since when and why. */
+  describeAway(agentId: string): string;
+  replyTo: string;
+  now(): number;
+  timings: RunTimings;
+  /** The run ended (all targets done). */
+  finished(run: CommandRun): void;
+}
+
+type Phase = "away" | "online" | "done";
+
+interface TargetState {
+  agentId: string;
+  cmdId: string;
+  phase: Phase;
+  issuedAt: number;
+  nextOffset: Record<OutputStream, number>;
+  seen: Record<OutputStream, ByteTail>;
+  timer?: NodeJS.Timeout;
+  cancelling: boolean;
+  /** The agent went offline while this target was online; the timer is its grace. */
+  wentOffline: boolean;
+  outcome?: TargetOutcome;
+}
+
+const MIB = 1024 * 1024;
+/** Total bytes of tails a run keeps across all its targets, before the 4 KiB floor per target. */
+const TAIL_BUDGET = 64 * MIB;
+
+/** The tail size used for `targets` targets when the caller did not choose. */
+export function defaultTailBytes(targets: number): number {
+  return Math.max(4096, Math.min(MIB, Math.floor(TAIL_BUDGET / Math.max(1, targets) / 2)));
+}
+
+export function newCmdId(): string {
+  return `c-${randomBytes(12).toString("base64url")}`;
+}
+
+export class CommandRun {
+  readonly runId = `r-${randomBytes(9).toString("base64url")}`;
+  readonly startedAt: number;
+  readonly tailBytes: number;
+  private readonly targets = new Map<string, TargetState>();
+  private readonly byCmdId = new Map<string, TargetState>();
+  private remaining: number;
+  private resolveDone!: (report: RunReport) => void;
+  /** Resolves when every target has ended. */
+  readonly done: Promise<RunReport>;
+  private cancelled = false;
+
+  constructor(
+    readonly request: RunRequest,
+    agentIds: readonly string[],
+    private readonly ctx: RunContext,
+    private readonly events: RunEvents = {},
+  ) {
+    this.startedAt = ctx.now();
+    this.tailBytes = request.tailBytes ?? defaultTailBytes(agentIds.length);
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    for (const agentId of agentIds) {
+      const state: TargetState = {
+        agentId,
+        cmdId: newCmdId(),
+        phase: "away",
+        issuedAt: this.startedAt,
+        nextOffset: { stdout: 0, stderr: 0 },
+        seen: { stdout: new ByteTail(this.tailBytes), stderr: new ByteTail(this.tailBytes) },
+        cancelling: false,
+        wentOffline: false,
+      };
+      this.targets.set(agentId, state);
+      this.byCmdId.set(state.cmdId, state);
+    }
+    this.remaining = agentIds.length;
+  }
+
+  get agentIds(): string[] {
+    return [...this.targets.keys()];
+  }
+
+  get cmdIds(): string[] {
+    return [...this.byCmdId.keys()];
+  }
+
+  /** The agent a command id was sent to (replies must come from that agent). */
+  agentFor(cmdId: string): string | undefined {
+    return this.byCmdId.get(cmdId)?.agentId;
+  }
+
+  /** Outcomes so far (targets still running are absent). */
+  outcomes(): TargetOutcome[] {
+    return [...this.targets.values()].flatMap((t) => (t.outcome ? [t.outcome] : []));
+  }
+
+  /** Signs and sends each target its own CMD_RUN. */
+  async start(): Promise<void> {
+    if (this.remaining === 0) return this.finish();
+    const expiresInMs = this.request.expiresInMs ?? 30_000;
+    const stdin = this.request.stdin ? Buffer.from(this.request.stdin).toString("base64") : undefined;
+    await Promise.all(
+      [...this.targets.values()].map(async (t) => {
+        const issuedAt = this.ctx.now();
+        t.issuedAt = issuedAt;
+        const message: Omit<CmdRunInput, "signature"> = {
+          type: "CMD_RUN",
+          cmdId: t.cmdId,
+          agentId: t.agentId,
+          to: this.request.target,
+          argv: this.request.argv,
+          shell: this.request.shell ?? false,
+          env: this.request.env ?? {},
+          cwd: this.request.cwd,
+          stdin,
+          stdinStream: false,
+          timeoutMs: this.request.timeoutMs,
+          stream: this.request.stream ?? true,
+          tailBytes: this.tailBytes,
+          issuedAt,
+          expiresAt: issuedAt + expiresInMs,
+          replyTo: this.ctx.replyTo,
+        };
+        if (this.ctx.isOnline(t.agentId)) this.goOnline(t);
+        else this.arm(t, expiresInMs + this.ctx.timings.awayGraceMs, () => this.unreachable(t, `${this.ctx.describeAway(t.agentId)}; the command expired in its inbox after ${expiresInMs} ms with no answer`));
+        try {
+          await this.ctx.send(t.agentId, this.ctx.sign(message), expiresInMs);
+        } catch (e) {
+          this.unreachable(t, `could not send the command: ${e instanceof Error ? e.message : String(e)}`);
+        }
+      }),
+    );
+  }
+
+  /** Sends a signed CMD_CANCEL to every target still running; see {@link RunTimings.cancelGraceMs}. */
+  cancel(): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    for (const t of this.targets.values()) {
+      if (t.phase === "done") continue;
+      t.cancelling = true;
+      const message: CmdCancel = this.ctx.sign({ type: "CMD_CANCEL" as const, cmdId: t.cmdId, agentId: t.agentId, issuedAt: this.ctx.now() });
+      this.ctx.send(t.agentId, message, this.request.expiresInMs ?? 30_000).catch(() => undefined);
+      if (t.phase === "away") {
+        this.finalize(t, { status: "cancelled", reason: `cancelled before the agent took the command (${this.ctx.describeAway(t.agentId)})` });
+      } else {
+        this.arm(t, this.ctx.timings.cancelGraceMs, () => this.unreachable(t, `cancel sent; the agent did not confirm within ${this.ctx.timings.cancelGraceMs} ms`));
+      }
+    }
+  }
+
+  handleOutput(message: CmdOutput): void {
+    const t = this.byCmdId.get(message.cmdId);
+    if (!t || t.phase === "done") return;
+    if (t.phase === "away") this.goOnline(t);
+    const data = Buffer.from(message.data, "base64");
+    const expected = t.nextOffset[message.stream];
+    const end = message.offset + data.length;
+    if (end <= expected) return; // a duplicate (redelivery)
+    // Overlap is trimmed; a gap (lost chunk) is accepted, the tail in the result covers it.
+    const fresh = message.offset < expected ? data.subarray(expected - message.offset) : data;
+    t.nextOffset[message.stream] = end;
+    t.seen[message.stream].push(fresh);
+    this.events.onOutput?.(t.agentId, message.stream, fresh);
+  }
+
+  handleResult(result: CmdResult): void {
+    const t = this.byCmdId.get(result.cmdId);
+    if (!t || t.phase === "done") return;
+    const stdout = this.resultTail(t, "stdout", result);
+    const stderr = this.resultTail(t, "stderr", result);
+    const { status, reason } = classifyResult(result);
+    this.finalize(t, {
+      status,
+      reason,
+      agentStatus: result.status,
+      exitCode: result.exitCode,
+      signal: result.signal,
+      stdout,
+      stderr,
+      resources: result.resources,
+      startedAt: result.startedAt,
+    });
+  }
+
+  /** Presence changed for an agent this run addresses. */
+  agentChanged(agentId: string, kind: "online" | "offline", reason?: string): void {
+    const t = this.targets.get(agentId);
+    if (!t || t.phase === "done") return;
+    if (kind === "online" && (t.phase === "away" || t.wentOffline)) this.goOnline(t);
+    else if (kind === "offline" && t.phase === "online" && !t.cancelling) {
+      const why = reason ? `: ${reason}` : "";
+      t.wentOffline = true;
+      this.arm(t, this.ctx.timings.offlineGraceMs, () => this.unreachable(t, `the agent went offline while the command was in flight${why}`));
+    }
+  }
+
+  private goOnline(t: TargetState): void {
+    t.phase = "online";
+    t.wentOffline = false;
+    if (t.cancelling) return;
+    this.clear(t);
+    const timeout = this.request.timeoutMs;
+    if (timeout !== undefined) {
+      const grace = this.ctx.timings.resultGraceMs;
+      this.arm(t, timeout + grace, () => this.unreachable(t, `no result ${grace} ms after the command's ${timeout} ms timeout`));
+    }
+  }
+
+  /** Streams output the live stream missed from the result's tail, and picks the tail to report. */
+  private resultTail(t: TargetState, stream: OutputStream, result: CmdResult): StreamTail {
+    const tail = result[stream];
+    let data = Buffer.from(tail.data, "base64");
+    if (data.length > this.tailBytes) data = data.subarray(data.length - this.tailBytes);
+    const total = Math.max(tail.totalBytes, t.nextOffset[stream]);
+    const tailStart = total - data.length;
+    const missedFrom = t.nextOffset[stream];
+    if (missedFrom < total && missedFrom >= tailStart) {
+      const missed = data.subarray(missedFrom - tailStart);
+      t.nextOffset[stream] = total;
+      if (missed.length) this.events.onOutput?.(t.agentId, stream, missed);
+    }
+    return { data, totalBytes: total, truncated: tail.truncated || data.length < total };
+  }
+
+  private unreachable(t: TargetState, reason: string): void {
+    this.finalize(t, { status: "unreachable", reason });
+  }
+
+  private finalize(t: TargetState, outcome: Partial<TargetOutcome> & { status: TargetStatus }): void {
+    if (t.phase === "done") return;
+    this.clear(t);
+    t.phase = "done";
+    const tailOf = (s: OutputStream): StreamTail => {
+      const seen = t.seen[s];
+      return { data: seen.bytes(), totalBytes: seen.total, truncated: seen.truncated };
+    };
+    t.outcome = {
+      agentId: t.agentId,
+      cmdId: t.cmdId,
+      status: outcome.status,
+      agentStatus: outcome.agentStatus ?? null,
+      exitCode: outcome.exitCode ?? null,
+      signal: outcome.signal ?? null,
+      ...(outcome.reason !== undefined ? { reason: outcome.reason } : {}),
+      stdout: outcome.stdout ?? tailOf("stdout"),
+      stderr: outcome.stderr ?? tailOf("stderr"),
+      resources: outcome.resources ?? null,
+      startedAt: outcome.startedAt ?? null,
+      finishedAt: this.ctx.now(),
+    };
+    t.seen = { stdout: new ByteTail(0), stderr: new ByteTail(0) };
+    this.events.onTargetDone?.(t.outcome);
+    if (--this.remaining === 0) this.finish();
+  }
+
+  private finish(): void {
+    const targets = [...this.targets.values()]
+      .map((t) => t.outcome!)
+      .sort((a, b) => (a.agentId < b.agentId ? -1 : a.agentId > b.agentId ? 1 : 0));
+    const counts = countStatuses(targets);
+    this.ctx.finished(this);
+    this.resolveDone({
+      runId: this.runId,
+      target: this.request.target,
+      argv: this.request.argv,
+      startedAt: this.startedAt,
+      finishedAt: this.ctx.now(),
+      targets,
+      counts,
+      ok: targets.length > 0 && counts.succeeded === targets.length,
+    });
+  }
+
+  private arm(t: TargetState, ms: number, fire: () => void): void {
+    this.clear(t);
+    t.timer = setTimeout(fire, ms);
+  }
+
+  private clear(t: TargetState): void {
+    if (t.timer) clearTimeout(t.timer);
+    t.timer = undefined;
+  }
+}
