@@ -3,7 +3,8 @@
  * coarse timer for heart-beats, connect deadlines and expiry (no per-message timers).
  */
 import { createServer, type Server, type Socket } from "node:net";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { Connection } from "./connection";
 import { Queue, type QueueArgs, type QueueOwner } from "./queue";
@@ -89,12 +90,22 @@ export class Broker implements QueueOwner {
 
   /** Recovers the journal (if any) and starts listening. Resolves with the bound port. */
   async start(): Promise<number> {
-    if (this.opts.dataDir) this.recover(this.opts.dataDir);
+    // Listen first: the port decides which of two racing brokers owns the data dir. Recovery
+    // runs synchronously in the listen callback, before any connection is accepted.
     await new Promise<void>((resolve, reject) => {
       this.server.once("error", reject);
       this.server.listen(this.opts.port, this.opts.host, () => {
         this.server.off("error", reject);
-        resolve();
+        try {
+          if (this.opts.dataDir) {
+            lockDataDir(this.opts.dataDir);
+            this.recover(this.opts.dataDir);
+          }
+          resolve();
+        } catch (err) {
+          this.server.close();
+          reject(err);
+        }
       });
     });
     this.timer = setInterval(() => this.tick(), 100);
@@ -109,6 +120,7 @@ export class Broker implements QueueOwner {
     const closed = new Promise<void>((r) => this.server.close(() => r()));
     for (const c of this.conns) c.socket.destroy();
     this.journal?.closeSync();
+    if (this.opts.dataDir) unlockDataDir(this.opts.dataDir);
     await closed;
   }
 
@@ -336,6 +348,39 @@ export class Broker implements QueueOwner {
         if (q.args.expires > 0 && q.consumers.length === 0 && now - q.lastUsed > q.args.expires) this.deleteQueue(q);
       }
     }
+  }
+}
+
+/** `<data>/broker.pid` doubles as the data dir lock: a live pid in it keeps other brokers out. */
+function lockDataDir(dir: string): void {
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, "broker.pid");
+  try {
+    writeFileSync(file, `${process.pid}\n`, { flag: "wx" });
+    return;
+  } catch {
+    // exists: stale (kill -9) or another live broker
+  }
+  const pid = Number(readFileSync(file, "utf8").trim());
+  if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new Error(`data dir ${dir} is in use by broker pid ${pid}`);
+  writeFileSync(file, `${process.pid}\n`);
+}
+
+function unlockDataDir(dir: string): void {
+  const file = join(dir, "broker.pid");
+  try {
+    if (readFileSync(file, "utf8").trim() === String(process.pid)) rmSync(file, { force: true });
+  } catch {
+    // already gone
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

@@ -58,6 +58,8 @@ export class Connection {
   private corked = false;
   private congested = false;
   private buffered = 0;
+  /** The frame being handled, so an ERROR can name its receipt. */
+  private current: Frame | undefined;
 
   constructor(
     readonly id: number,
@@ -132,6 +134,7 @@ export class Connection {
 
   private onFrame(f: Frame): void {
     if (this.state === "closing" || this.state === "closed") return;
+    this.current = f;
     if (this.state === "connecting") {
       if (f.command !== "CONNECT" && f.command !== "STOMP") return this.error("Illegal command", "You must log in using CONNECT first");
       return this.onConnect(f);
@@ -334,6 +337,8 @@ export class Connection {
     if (this.state === "closing" || this.state === "closed") return;
     this.broker.stats.errors++;
     const headers: Array<[string, string]> = [["message", summary], ["content-type", "text/plain"], ...extra];
+    const receipt = this.current?.headers.get("receipt");
+    if (receipt !== undefined) headers.push(["receipt-id", receipt]);
     this.write(serializeFrame("ERROR", headers, Buffer.from(detail + "\n"), this.state === "connecting" ? "1.0" : this.version));
     this.close();
   }

@@ -5,7 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { mkdirSync, rmSync, writeFileSync, readFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { Broker, type BrokerLimits } from "../broker/broker";
 import { loadUsers } from "../broker/auth";
 import { vmcHome } from "../config";
@@ -59,8 +59,6 @@ export async function main(argv: string[]): Promise<number> {
   const users = loadUsers(values.users ?? join(dataDir, "users.json"));
   const broker = new Broker({ host: values.host, port, dataDir, users, limits, log });
   const bound = await broker.start();
-  const pidFile = join(dataDir, "broker.pid");
-  writeFileSync(pidFile, `${process.pid}\n`);
   log(`listening on ${values.host}:${bound}, data ${dataDir}, ${users.users ? `${users.users.size} configured user(s)` : "guest/guest from loopback only"}`);
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
@@ -71,11 +69,6 @@ export async function main(argv: string[]): Promise<number> {
     process.once("SIGINT", () => stop("SIGINT"));
   });
   await broker.close();
-  try {
-    if (readFileSync(pidFile, "utf8").trim() === String(process.pid)) rmSync(pidFile, { force: true });
-  } catch {
-    // already gone
-  }
   log("stopped");
   return 0;
 }

@@ -1,0 +1,76 @@
+/**
+ * Starts the embedded broker on demand: when the configured broker is the default address and
+ * nothing answers a STOMP CONNECT there, spawn `vmc broker` detached (it outlives the caller),
+ * with its journal in `$VMC_HOME/broker`, its log in `$VMC_HOME/broker/broker.log` and its pid
+ * in `$VMC_HOME/broker/broker.pid`. Concurrent callers race safely: the loser's broker fails to
+ * bind and exits, and every caller waits until the address answers.
+ */
+import { spawn } from "node:child_process";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { DEFAULT_BROKER, parseBrokerUrl, vmcHome } from "../config";
+import { stompResponds } from "./probe";
+
+export interface EnsureBrokerOptions {
+  /** The address that may be auto-started (default DEFAULT_BROKER; tests inject a free port). */
+  defaultUrl?: string;
+  /** `$VMC_HOME` (default from the environment). */
+  home?: string;
+  /** Path of the dist/vmc.mjs bundle (default: found from the running module or argv). */
+  bundle?: string;
+  /** How long to wait for the broker to answer (default 15 s). */
+  timeoutMs?: number;
+}
+
+function ownsPidFile(dir: string, pid: number): boolean {
+  try {
+    return readFileSync(join(dir, "broker.pid"), "utf8").trim() === String(pid);
+  } catch {
+    return false;
+  }
+}
+
+/** The dist/vmc.mjs bundle to run `vmc broker` with. */
+export function vmcBundlePath(): string {
+  const self = fileURLToPath(import.meta.url);
+  if (self.endsWith(".mjs")) return self;
+  const arg = process.argv[1];
+  if (arg && /vmc\.mjs$/.test(arg) && existsSync(arg)) return resolve(arg);
+  return resolve(dirname(self), "../../../dist/vmc.mjs");
+}
+
+/**
+ * Resolves `{ started: true }` when this call spawned the broker that now answers,
+ * `{ started: false }` when one was already answering (or the URL is not the default one).
+ * Rejects when the default broker cannot be brought up within the timeout.
+ */
+export async function ensureBroker(url: string, opts: EnsureBrokerOptions = {}): Promise<{ started: boolean }> {
+  const defaultUrl = opts.defaultUrl ?? DEFAULT_BROKER;
+  if (url !== defaultUrl) return { started: false };
+  const { host, port } = parseBrokerUrl(url);
+  if (await stompResponds(host, port)) return { started: false };
+  const dir = join(opts.home ?? vmcHome(), "broker");
+  mkdirSync(dir, { recursive: true });
+  const logFd = openSync(join(dir, "broker.log"), "a");
+  let exited = false;
+  let pid = -1;
+  try {
+    const child = spawn(process.execPath, [opts.bundle ?? vmcBundlePath(), "broker", "--host", host, "--port", String(port), "--data", dir], {
+      detached: true,
+      stdio: ["ignore", logFd, logFd],
+    });
+    child.on("exit", () => (exited = true));
+    child.on("error", () => (exited = true));
+    pid = child.pid ?? -1;
+    child.unref();
+  } finally {
+    closeSync(logFd);
+  }
+  const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
+  while (Date.now() < deadline) {
+    if (await stompResponds(host, port, 500)) return { started: !exited && ownsPidFile(dir, pid) };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`the embedded broker did not answer at ${url} within ${opts.timeoutMs ?? 15_000} ms (log: ${join(dir, "broker.log")})`);
+}
