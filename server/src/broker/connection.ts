@@ -133,8 +133,16 @@ export class Connection {
   }
 
   private onFrame(f: Frame): void {
-    if (this.state === "closing" || this.state === "closed") return;
     this.current = f;
+    try {
+      this.handle(f);
+    } finally {
+      this.current = undefined;
+    }
+  }
+
+  private handle(f: Frame): void {
+    if (this.state === "closing" || this.state === "closed") return;
     if (this.state === "connecting") {
       if (f.command !== "CONNECT" && f.command !== "STOMP") return this.error("Illegal command", "You must log in using CONNECT first");
       return this.onConnect(f);
