@@ -4,7 +4,7 @@
  * real STOMP CONNECT. Tests call `stop()` in `after`/`t.after`; it kills the whole group.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -76,6 +76,12 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions = {}): Pro
   const host = "127.0.0.1";
   let child: ChildProcess | undefined;
   let stderr = "";
+  let login = "guest";
+  let passcode = "guest";
+  if (opts.usersFile) {
+    const first = (JSON.parse(readFileSync(opts.usersFile, "utf8")) as { users?: Array<{ login: string; passcode: string }> }).users?.[0];
+    if (first) ({ login, passcode } = first);
+  }
 
   const launch = async (): Promise<void> => {
     const args = [vmcBundle, "broker", "--host", host, "--port", String(port), "--data", dataDir];
@@ -91,7 +97,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions = {}): Pro
       if (proc.exitCode !== null || proc.signalCode !== null) {
         throw new Error(`vmc broker exited (${proc.exitCode ?? proc.signalCode}) before answering:\n${stderr}`);
       }
-      if (await stompAnswers(host, port, 500)) return;
+      if (await stompAnswers(host, port, 500, login, passcode)) return;
       await new Promise((r) => setTimeout(r, 50));
     }
     killGroup("SIGKILL");
