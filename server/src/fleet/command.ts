@@ -39,8 +39,14 @@ export interface RunRequest {
 }
 
 export interface RunEvents {
-  /** A piece of a target's output, in order, each byte once. */
-  onOutput?(agentId: string, stream: OutputStream, data: Buffer): void;
+  /** The target was expanded: these agents get the command (called before anything is sent). */
+  onExpanded?(agentIds: readonly string[]): void;
+  /**
+   * A piece of a target's output, in order, each byte once. Return a promise to apply
+   * backpressure: the message is acknowledged to the broker only when it settles, so a slow
+   * consumer makes the broker hold the backlog instead of the controller's memory.
+   */
+  onOutput?(agentId: string, stream: OutputStream, data: Buffer): void | Promise<void>;
   /** A target has ended. */
   onTargetDone?(outcome: TargetOutcome): void;
 }
@@ -159,6 +165,7 @@ export class CommandRun {
 
   /** Signs and sends each target its own CMD_RUN. */
   async start(): Promise<void> {
+    this.events.onExpanded?.(this.agentIds);
     if (this.remaining === 0) return this.finish();
     const expiresInMs = this.request.expiresInMs ?? 30_000;
     const stdin = this.request.stdin ? Buffer.from(this.request.stdin).toString("base64") : undefined;
@@ -212,7 +219,8 @@ export class CommandRun {
     }
   }
 
-  handleOutput(message: CmdOutput): void {
+  /** Returns the consumer's backpressure promise, if any. */
+  handleOutput(message: CmdOutput): void | Promise<void> {
     const t = this.byCmdId.get(message.cmdId);
     if (!t || t.phase === "done") return;
     if (t.phase === "away") this.goOnline(t);
@@ -224,14 +232,16 @@ export class CommandRun {
     const fresh = message.offset < expected ? data.subarray(expected - message.offset) : data;
     t.nextOffset[message.stream] = end;
     t.seen[message.stream].push(fresh);
-    this.events.onOutput?.(t.agentId, message.stream, fresh);
+    return this.events.onOutput?.(t.agentId, message.stream, fresh);
   }
 
-  handleResult(result: CmdResult): void {
+  /** Returns the consumer's backpressure promise for output recovered from the tails, if any. */
+  handleResult(result: CmdResult): Promise<void> | undefined {
     const t = this.byCmdId.get(result.cmdId);
     if (!t || t.phase === "done") return;
-    const stdout = this.resultTail(t, "stdout", result);
-    const stderr = this.resultTail(t, "stderr", result);
+    const pending: Array<void | Promise<void>> = [];
+    const stdout = this.resultTail(t, "stdout", result, pending);
+    const stderr = this.resultTail(t, "stderr", result, pending);
     const { status, reason } = classifyResult(result);
     this.finalize(t, {
       status,
@@ -244,6 +254,8 @@ export class CommandRun {
       resources: result.resources,
       startedAt: result.startedAt,
     });
+    const waits = pending.filter((p): p is Promise<void> => p instanceof Promise);
+    return waits.length ? Promise.all(waits).then(() => undefined) : undefined;
   }
 
   /** Presence changed for an agent this run addresses. */
@@ -271,7 +283,7 @@ export class CommandRun {
   }
 
   /** Streams output the live stream missed from the result's tail, and picks the tail to report. */
-  private resultTail(t: TargetState, stream: OutputStream, result: CmdResult): StreamTail {
+  private resultTail(t: TargetState, stream: OutputStream, result: CmdResult, pending: Array<void | Promise<void>>): StreamTail {
     const tail = result[stream];
     let data = Buffer.from(tail.data, "base64");
     if (data.length > this.tailBytes) data = data.subarray(data.length - this.tailBytes);
@@ -281,7 +293,7 @@ export class CommandRun {
     if (missedFrom < total && missedFrom >= tailStart) {
       const missed = data.subarray(missedFrom - tailStart);
       t.nextOffset[stream] = total;
-      if (missed.length) this.events.onOutput?.(t.agentId, stream, missed);
+      if (missed.length) pending.push(this.events.onOutput?.(t.agentId, stream, missed));
     }
     return { data, totalBytes: total, truncated: tail.truncated || data.length < total };
   }

@@ -16,7 +16,7 @@
 import { randomBytes } from "node:crypto";
 import { ControllerInboxMessage, Destinations, type CmdOutput, type CmdResult, type Discover } from "@vmc/protocol/bus";
 import { signMessage } from "@vmc/protocol/signing";
-import type { BusClient, BusSubscription } from "../bus/client";
+import type { BusClient, BusMessage, BusSubscription } from "../bus/client";
 import type { ControllerKeys } from "../store/keys";
 import { CommandRun, DEFAULT_TIMINGS, type RunEvents, type RunRequest, type RunTimings } from "./command";
 import { AgentRegistry, type AgentChange, type AgentInfo, type RegistryOptions } from "./registry";
@@ -94,7 +94,9 @@ export class Fleet {
       }
       this.registry.handle(raw);
     });
-    const replies = this.bus.subscribeJson(Destinations.controllerReplies(this.instanceId), ControllerInboxMessage, (m) => this.onReply(m), {
+    const replies = this.bus.subscribeJson(Destinations.controllerReplies(this.instanceId), ControllerInboxMessage, (m, raw) => this.onReply(m, raw), {
+      ack: "client-individual",
+      prefetch: 64,
       durable: true,
       autoDelete: false,
       expiresMs: replyExpiresMs,
@@ -219,16 +221,17 @@ export class Fleet {
     };
   }
 
-  private onReply(message: CmdOutput | CmdResult): void {
+  private onReply(message: CmdOutput | CmdResult, raw: BusMessage): void {
     const run = this.runsByCmd.get(message.cmdId);
-    if (!run) return; // an old or foreign command: nothing waits for it
+    if (!run) return raw.ack(); // an old or foreign command: nothing waits for it
     const expected = run.agentFor(message.cmdId);
     if (expected !== message.agentId) {
       this.log(`dropped ${message.type} for ${message.cmdId}: it claims agent ${message.agentId}, the command went to ${expected}`);
-      return;
+      return raw.ack();
     }
-    if (message.type === "CMD_OUTPUT") run.handleOutput(message);
-    else run.handleResult(message);
+    const wait = message.type === "CMD_OUTPUT" ? run.handleOutput(message) : run.handleResult(message);
+    if (wait) wait.then(() => raw.ack(), () => raw.ack());
+    else raw.ack();
   }
 
   private onAgentChange(change: AgentChange): void {
