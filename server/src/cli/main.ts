@@ -6,6 +6,8 @@ type Subcommand = { summary: string; run: (argv: string[]) => Promise<number> };
 
 const subcommands: Record<string, Subcommand> = {
   broker: { summary: "run the embedded STOMP broker", run: async (a) => (await import("./broker")).main(a) },
+  run: { summary: "run a command on agents: vmc run TARGET [options] -- CMD [ARG...]", run: async (a) => (await import("./run")).main(a) },
+  agents: { summary: "list the agents that answer now", run: async (a) => (await import("./agents")).main(a) },
   image: { summary: "build the bootable guest image (vmc image build)", run: async (a) => (await import("./image")).main(a) },
 };
 
