@@ -106,6 +106,19 @@ export class RawClient {
     if (f.command !== "RECEIPT" || f.headers["receipt-id"] !== id) throw new Error(`expected RECEIPT ${id}, got ${f.command} ${JSON.stringify(f.headers)} ${f.body.toString()}`);
   }
 
+  /** Sends with a receipt; returns the frames (e.g. MESSAGEs) that arrived before the RECEIPT. */
+  async untilReceipt(command: string, headers: Record<string, string>, body?: string | Buffer): Promise<ReceivedFrame[]> {
+    const id = "r-" + Math.random().toString(36).slice(2);
+    this.frame(command, { ...headers, receipt: id }, body);
+    const others: ReceivedFrame[] = [];
+    for (;;) {
+      const f = await this.next();
+      if (f.command === "RECEIPT" && f.headers["receipt-id"] === id) return others;
+      if (f.command === "ERROR") throw new Error(`ERROR ${f.headers.message}: ${f.body.toString()}`);
+      others.push(f);
+    }
+  }
+
   destroy(): void {
     this.socket.destroy();
   }
