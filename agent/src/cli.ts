@@ -1,0 +1,41 @@
+/**
+ * `vmc agent ...` and `node agent.mjs ...`: resolve settings, start the agent, run until
+ * SIGTERM/SIGINT, then say BYE and exit.
+ */
+import { readControllerPublicKey } from "@vmc/server/store/keys";
+import { vmcHome } from "@vmc/server/config";
+import { startAgent } from "./agent";
+import { defaultPlugins } from "./plugins";
+import { AGENT_USAGE, resolveSettings } from "./settings";
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.includes("-h") || argv.includes("--help")) {
+    console.log(AGENT_USAGE);
+    return 0;
+  }
+  let settings;
+  try {
+    settings = resolveSettings(argv);
+  } catch (e) {
+    console.error(`vmc agent: ${e instanceof Error ? e.message : String(e)}`);
+    return 2;
+  }
+  const key = settings.key ?? readControllerPublicKey(vmcHome());
+  const agent = await startAgent({
+    id: settings.id,
+    brokerUrl: settings.brokerUrl,
+    labels: settings.labels,
+    controllerKey: key,
+    stateDir: settings.stateDir,
+    plugins: defaultPlugins(),
+  });
+  agent.bus.onState((state) => {
+    if (state === "connected") process.stderr.write(`vmc agent ${settings.id}: connected to ${agent.bus.brokerUrl}\n`);
+  });
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once("SIGTERM", () => resolve("SIGTERM"));
+    process.once("SIGINT", () => resolve("SIGINT"));
+  });
+  await agent.stop(`received ${signal}`);
+  return 0;
+}

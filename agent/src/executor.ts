@@ -1,0 +1,350 @@
+/**
+ * Runs one CMD_RUN: spawns it under the accounting wrapper (see wrapper.ts), feeds stdin,
+ * streams stdout/stderr as CMD_OUTPUT with backpressure, enforces the timeout, obeys cancel,
+ * and settles `done` with the CMD_RESULT.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { accessSync, constants, statSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { performance } from "node:perf_hooks";
+import type { Readable } from "node:stream";
+import type { CmdInput, CmdOutput, CmdResult, CmdRun, CmdStatus } from "@vmc/protocol/bus";
+import type { BusLogger } from "@vmc/server/bus/client";
+import { trackPeakRss } from "./proc-sampler";
+import { TailBuffer } from "./tail-buffer";
+import { decodeShellStatus, parseWrapperReport, setsidCommand, WRAPPER_SCRIPT } from "./wrapper";
+
+/** Output is sent once this much is pending for a stream... */
+const COALESCE_BYTES = 64 * 1024;
+/** ...or this long after the first pending byte. */
+const COALESCE_MS = 5;
+/** Raw bytes per CMD_OUTPUT (base64 makes it 4/3 of that, below the schema's 2 MiB). */
+const MAX_CHUNK_BYTES = 256 * 1024;
+/** Output handed to the bus but not yet written (e.g. while reconnecting) before the child is paused. */
+const INFLIGHT_HIGH_BYTES = 4 * 1024 * 1024;
+/** How long to wait for stdout/stderr to close after the command's wrapper exited (a daemonised child may hold them). */
+const STREAM_GRACE_MS = 1_000;
+/** SIGTERM first; SIGKILL this long after. */
+const KILL_GRACE_MS = 1_000;
+const MAX_PENDING_INPUTS = 64;
+
+export interface CommandIo {
+  /** Publishes one CMD_OUTPUT; resolves once it is handed to the socket. */
+  publishOutput(message: CmdOutput): Promise<void>;
+  /** True while the bus socket's write buffer is above its high-water mark. */
+  congested(): boolean;
+  /** Resolves when the bus socket's write buffer is low again (or the link dropped). */
+  drained(): Promise<void>;
+  log: BusLogger;
+}
+
+interface StreamState {
+  name: "stdout" | "stderr";
+  offset: number;
+  pending: Buffer[];
+  pendingBytes: number;
+  tail: TailBuffer;
+  readable: Readable | null;
+}
+
+export class RunningCommand {
+  /** The CMD_RESULT, once the command is over. Never rejects. */
+  readonly done: Promise<CmdResult>;
+  /** Pid (= process group id) of the command, once known. */
+  pid: number | undefined;
+  private settle!: (result: CmdResult) => void;
+  private child: ChildProcess | undefined;
+  private readonly streams: StreamState[];
+  private seq = 0;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private inflightBytes = 0;
+  private lastPublish: Promise<void> = Promise.resolve();
+  private paused = false;
+  private endReason: CmdStatus | undefined;
+  private killTimer: NodeJS.Timeout | undefined;
+  private timeoutTimer: NodeJS.Timeout | undefined;
+  private pendingSignal: NodeJS.Signals | undefined;
+  private report = "";
+  private startedAt: number | null = null;
+  private startedMono = 0;
+  private stopTracking: (() => number) | undefined;
+  private nextInputSeq = 0;
+  private readonly heldInputs = new Map<number, CmdInput>();
+  private finished = false;
+
+  constructor(
+    private readonly agentId: string,
+    private readonly cmd: CmdRun,
+    private readonly io: CommandIo,
+  ) {
+    this.done = new Promise((resolve) => (this.settle = resolve));
+    this.streams = (["stdout", "stderr"] as const).map((name) => ({
+      name,
+      offset: 0,
+      pending: [],
+      pendingBytes: 0,
+      tail: new TailBuffer(cmd.tailBytes),
+      readable: null,
+    }));
+  }
+
+  /** Spawns the command. `onPid` is called once its pid is known. */
+  start(onPid?: (pid: number) => void): void {
+    const env: NodeJS.ProcessEnv = { ...process.env, ...this.cmd.env };
+    const problem = preflight(this.cmd, env);
+    if (problem) return this.finishEarly("failedToStart", problem);
+    const argv = this.cmd.shell ? ["/bin/sh", "-c", ...this.cmd.argv] : this.cmd.argv;
+    let child: ChildProcess;
+    try {
+      child = spawn("/bin/sh", ["-c", WRAPPER_SCRIPT, "vmc-cmd", setsidCommand(), ...argv], {
+        cwd: this.cmd.cwd,
+        env,
+        detached: true,
+        stdio: ["pipe", "pipe", "pipe", "pipe"],
+      });
+    } catch (e) {
+      return this.finishEarly("failedToStart", e instanceof Error ? e.message : String(e));
+    }
+    this.child = child;
+    this.startedAt = Date.now();
+    this.startedMono = performance.now();
+    child.on("error", (e) => {
+      if (child.pid === undefined) this.finishEarly("failedToStart", e.message);
+    });
+    if (child.pid === undefined) return;
+
+    const fd3 = child.stdio[3] as Readable | null;
+    fd3?.on("data", (chunk: Buffer) => {
+      if (this.report.length < 4096) this.report += chunk.toString("latin1");
+      if (this.pid === undefined) {
+        const pid = parseWrapperReport(this.report).pid;
+        if (pid !== undefined) {
+          this.pid = pid;
+          if (setsidCommand()) this.stopTracking = trackPeakRss(pid);
+          onPid?.(pid);
+          if (this.pendingSignal) this.signal(this.pendingSignal);
+        }
+      }
+    });
+    fd3?.on("error", () => undefined);
+
+    for (const s of this.streams) {
+      const readable = s.name === "stdout" ? child.stdout : child.stderr;
+      s.readable = readable;
+      readable?.on("data", (chunk: Buffer) => this.onChunk(s, chunk));
+      readable?.on("error", () => undefined);
+    }
+
+    child.stdin?.on("error", () => undefined);
+    if (this.cmd.stdin !== undefined) child.stdin?.end(Buffer.from(this.cmd.stdin, "base64"));
+    else if (!this.cmd.stdinStream) child.stdin?.end();
+
+    if (this.cmd.timeoutMs !== undefined) this.timeoutTimer = setTimeout(() => this.terminate("timedOut"), this.cmd.timeoutMs);
+
+    child.on("exit", () => {
+      const grace = setTimeout(() => {
+        for (const s of this.streams) s.readable?.destroy();
+        fd3?.destroy();
+      }, STREAM_GRACE_MS);
+      grace.unref();
+      child.once("close", () => clearTimeout(grace));
+    });
+    child.on("close", (code, signal) => void this.finish(code, signal));
+  }
+
+  /** CMD_CANCEL: SIGTERM to the command's process group, SIGKILL a second later. */
+  cancel(): void {
+    this.terminate("cancelled");
+  }
+
+  /** CMD_INPUT, in `seq` order (duplicates ignored, early ones held). Resolves when written. */
+  async input(message: CmdInput): Promise<void> {
+    const stdin = this.child?.stdin;
+    if (!this.cmd.stdinStream || !stdin || this.finished) return;
+    if (message.seq < this.nextInputSeq) return;
+    if (message.seq > this.nextInputSeq) {
+      if (this.heldInputs.size < MAX_PENDING_INPUTS) this.heldInputs.set(message.seq, message);
+      return;
+    }
+    let next: CmdInput | undefined = message;
+    while (next) {
+      this.nextInputSeq++;
+      const data = Buffer.from(next.data, "base64");
+      if (next.eof) {
+        stdin.end(data);
+        this.heldInputs.clear();
+        return;
+      }
+      if (data.length && !stdin.write(data) && !stdin.destroyed) {
+        await new Promise<void>((resolve) => {
+          stdin.once("drain", resolve);
+          stdin.once("close", resolve);
+        });
+      }
+      next = this.heldInputs.get(this.nextInputSeq);
+      this.heldInputs.delete(this.nextInputSeq);
+    }
+  }
+
+  private terminate(reason: "timedOut" | "cancelled"): void {
+    if (this.finished || this.endReason) return;
+    this.endReason = reason;
+    this.signal("SIGTERM");
+    this.killTimer = setTimeout(() => this.signal("SIGKILL"), KILL_GRACE_MS);
+  }
+
+  private signal(sig: NodeJS.Signals): void {
+    if (this.finished) return;
+    const child = this.child;
+    if (!child?.pid) return;
+    if (setsidCommand() && this.pid === undefined) {
+      this.pendingSignal = sig;
+      return;
+    }
+    // With setsid the command has its own group (the wrapper survives to report); without, the wrapper's group holds both.
+    const group = setsidCommand() && this.pid !== undefined ? this.pid : child.pid;
+    try {
+      process.kill(-group, sig);
+    } catch {
+      // already gone
+    }
+  }
+
+  private onChunk(s: StreamState, chunk: Buffer): void {
+    s.tail.push(chunk);
+    if (!this.cmd.stream) return;
+    s.pending.push(chunk);
+    s.pendingBytes += chunk.length;
+    if (s.pendingBytes >= COALESCE_BYTES) this.flush(s);
+    else if (!this.flushTimer) this.flushTimer = setTimeout(() => this.flushAll(), COALESCE_MS);
+  }
+
+  private flushAll(): void {
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    for (const s of this.streams) this.flush(s);
+  }
+
+  private flush(s: StreamState): void {
+    if (s.pendingBytes === 0) return;
+    const data = s.pending.length === 1 ? (s.pending[0] as Buffer) : Buffer.concat(s.pending);
+    s.pending = [];
+    s.pendingBytes = 0;
+    for (let at = 0; at < data.length; at += MAX_CHUNK_BYTES) {
+      const piece = data.subarray(at, at + MAX_CHUNK_BYTES);
+      const message: CmdOutput = {
+        type: "CMD_OUTPUT",
+        cmdId: this.cmd.cmdId,
+        agentId: this.agentId,
+        stream: s.name,
+        seq: this.seq++,
+        offset: s.offset,
+        data: piece.toString("base64"),
+      };
+      s.offset += piece.length;
+      this.inflightBytes += piece.length;
+      this.lastPublish = this.io.publishOutput(message).then(
+        () => void (this.inflightBytes -= piece.length),
+        (e: unknown) => {
+          this.inflightBytes -= piece.length;
+          this.io.log("warn", `output of ${this.cmd.cmdId} lost: ${e instanceof Error ? e.message : String(e)}`);
+        },
+      );
+    }
+    this.applyBackpressure();
+  }
+
+  private applyBackpressure(): void {
+    if (this.paused || (this.inflightBytes <= INFLIGHT_HIGH_BYTES && !this.io.congested())) return;
+    this.paused = true;
+    for (const s of this.streams) s.readable?.pause();
+    void (async () => {
+      while (this.inflightBytes > INFLIGHT_HIGH_BYTES / 2 || this.io.congested()) {
+        if (this.io.congested()) await this.io.drained();
+        else await this.lastPublish;
+      }
+      this.paused = false;
+      for (const s of this.streams) s.readable?.resume();
+    })();
+  }
+
+  private async finish(code: number | null, signal: NodeJS.Signals | null): Promise<void> {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.timeoutTimer);
+    clearTimeout(this.killTimer);
+    this.flushAll();
+    const peakRssBytes = this.stopTracking?.() ?? 0;
+    const report = parseWrapperReport(this.report);
+    const outcome =
+      report.status !== undefined ? decodeShellStatus(report.status) : { exitCode: code, signal: signal ?? null };
+    await this.lastPublish;
+    const resources =
+      report.cpuUserMs !== undefined && report.cpuSystemMs !== undefined
+        ? { cpuUserMs: report.cpuUserMs, cpuSystemMs: report.cpuSystemMs, peakRssBytes, wallMs: Math.round(performance.now() - this.startedMono) }
+        : null;
+    this.settle({
+      type: "CMD_RESULT",
+      cmdId: this.cmd.cmdId,
+      agentId: this.agentId,
+      status: this.endReason ?? "exited",
+      exitCode: outcome.exitCode,
+      signal: outcome.signal,
+      stdout: (this.streams[0] as StreamState).tail.result(),
+      stderr: (this.streams[1] as StreamState).tail.result(),
+      startedAt: this.startedAt,
+      finishedAt: Date.now(),
+      resources,
+      replayed: false,
+    });
+  }
+
+  private finishEarly(status: CmdStatus, error: string): void {
+    if (this.finished) return;
+    this.finished = true;
+    clearTimeout(this.timeoutTimer);
+    this.settle(failedResult(this.agentId, this.cmd.cmdId, status, error, this.startedAt));
+  }
+}
+
+/** A CMD_RESULT for a command that never ran (or whose run is unknown). */
+export function failedResult(agentId: string, cmdId: string, status: CmdStatus, error: string, startedAt: number | null = null): CmdResult {
+  const empty = { data: "", totalBytes: 0, truncated: false };
+  return {
+    type: "CMD_RESULT",
+    cmdId,
+    agentId,
+    status,
+    exitCode: null,
+    signal: null,
+    error: error.slice(0, 4096),
+    stdout: empty,
+    stderr: empty,
+    startedAt,
+    finishedAt: Date.now(),
+    resources: null,
+    replayed: false,
+  };
+}
+
+/** Why the command cannot start (bad cwd, no such program), or undefined. */
+function preflight(cmd: CmdRun, env: NodeJS.ProcessEnv): string | undefined {
+  const cwd = cmd.cwd ?? process.cwd();
+  try {
+    if (!statSync(cwd).isDirectory()) return `cwd ${cwd} is not a directory`;
+  } catch (e) {
+    return `cwd ${cwd}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`;
+  }
+  if (cmd.shell) return undefined;
+  const file = cmd.argv[0] ?? "";
+  const candidates = file.includes("/") ? [resolve(cwd, file)] : (env.PATH ?? "/usr/local/bin:/usr/bin:/bin").split(":").filter(Boolean).map((d) => join(d, file));
+  for (const candidate of candidates) {
+    try {
+      accessSync(candidate, constants.X_OK);
+      if (statSync(candidate).isFile()) return undefined;
+    } catch {
+      // try the next
+    }
+  }
+  return file.includes("/") ? `${file}: not an executable file` : `${file}: command not found in PATH`;
+}
