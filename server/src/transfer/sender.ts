@@ -1,0 +1,190 @@
+/** The side that has the files: streams a plan over a frame channel, pipelined within a window. */
+import { open } from "node:fs/promises";
+import { CompleteFrame, FrameType, ManifestFrame, ResumeAtFrame } from "@vmc/protocol/transfer";
+import { digestPrefix, FileDigest, isZero, sha256, zeroDigest } from "./digest";
+import { TransferError } from "./errors";
+import { dataHeader, frameName, jsonPayload, parseControl, readAckPayload, remoteError, zeroPayload, type Frame, type FrameChannel } from "./frames";
+import { ProgressMeter, type ProgressListener } from "./progress";
+import type { TransferPlan } from "./walk";
+
+
+/** Largest hole one ZERO frame covers. */
+const MAX_ZERO_SPAN = 1024 * 1024 * 1024;
+
+export interface SendOptions {
+  chunkSize: number;
+  /** Ask the receiver where to continue each file (resume). */
+  resume: boolean;
+  /** Unacknowledged bytes allowed in flight. */
+  windowBytes?: number;
+  idleTimeoutMs?: number;
+  onProgress?: ProgressListener;
+  signal?: AbortSignal;
+}
+
+export interface SendResult {
+  entries: number;
+  files: number;
+  bytes: number;
+  /** Bytes that travelled as data (not resumed, not holes). */
+  bytesSent: number;
+}
+
+/** Sends every entry of `plan`, then waits for the receiver's COMPLETE. */
+export async function sendPlan(ch: FrameChannel, plan: TransferPlan, opts: SendOptions): Promise<SendResult> {
+  const windowBytes = opts.windowBytes ?? 16 * 1024 * 1024;
+  const meter = new ProgressMeter(opts.onProgress);
+  meter.bytesTotal = plan.bytes;
+  meter.entriesTotal = plan.entries.length;
+  let sentEnd = 0; // bytes of file data sent (positions, across files)
+  let ackedEnd = 0;
+  let failure: TransferError | undefined;
+  let windowWaiter: (() => void) | undefined;
+  let resumeWaiter: { i: number; resolve: (offset: number) => void } | undefined;
+  let complete: ((c: CompleteFrame) => void) | undefined;
+  const completed = new Promise<CompleteFrame>((r) => (complete = r));
+  let fail!: (e: TransferError) => void;
+  const failed = new Promise<never>((_, reject) => (fail = reject));
+  failed.catch(() => undefined);
+  // Per file: where its bytes start on the shared position line, so ACKs (per file offset) map onto it.
+  let currentIndex = -1;
+  let currentBase = 0;
+
+  const stop = (e: TransferError) => {
+    if (failure) return;
+    failure = e;
+    fail(e);
+    windowWaiter?.();
+  };
+  const onAbort = () => stop(new TransferError("cancelled", "transfer cancelled"));
+  if (opts.signal?.aborted) onAbort();
+  opts.signal?.addEventListener("abort", onAbort);
+
+  const reader = (async () => {
+    for (;;) {
+      const f: Frame = await ch.next(opts.idleTimeoutMs);
+      switch (f.type) {
+        case FrameType.ACK: {
+          const { index, offset } = readAckPayload(f.payload);
+          if (index !== currentIndex) break; // an ACK for a finished file: already counted by the next one
+          const pos = currentBase + offset;
+          if (pos > sentEnd) throw new TransferError("protocol", "ACK beyond what was sent");
+          if (pos > ackedEnd) {
+            meter.add(pos - ackedEnd);
+            ackedEnd = pos;
+          }
+          const w = windowWaiter;
+          windowWaiter = undefined;
+          w?.();
+          break;
+        }
+        case FrameType.RESUME_AT: {
+          const r = parseControl(f, ResumeAtFrame, "RESUME_AT");
+          if (!resumeWaiter || resumeWaiter.i !== r.i) throw new TransferError("protocol", "unexpected RESUME_AT");
+          const w = resumeWaiter;
+          resumeWaiter = undefined;
+          w.resolve(r.offset);
+          break;
+        }
+        case FrameType.COMPLETE:
+          complete!(parseControl(f, CompleteFrame, "COMPLETE"));
+          return;
+        case FrameType.ERROR:
+        case FrameType.CANCEL:
+          throw remoteError(f);
+        default:
+          throw new TransferError("protocol", `unexpected ${frameName(f.type)} frame from the receiver`);
+      }
+    }
+  })();
+  reader.catch((e: unknown) => stop(e instanceof TransferError ? e : new TransferError("io", String(e))));
+
+  const waitWindow = async () => {
+    while (!failure && sentEnd - ackedEnd > windowBytes) await new Promise<void>((r) => (windowWaiter = r));
+    if (failure) throw failure;
+  };
+  const race = <T>(p: Promise<T>) => Promise.race([p, failed]);
+
+  let files = 0;
+  let bytesSent = 0;
+  try {
+    const manifest: ManifestFrame = { entries: plan.entries.length, bytes: plan.bytes, rootKind: plan.rootKind };
+    await race(ch.send(FrameType.MANIFEST, jsonPayload(manifest)));
+    for (const entry of plan.entries) {
+      if (failure) throw failure;
+      const e = entry.frame;
+      meter.path = e.path;
+      await race(ch.send(FrameType.ENTRY, jsonPayload(e)));
+      meter.entriesDone++;
+      if (e.kind !== "file") continue;
+      files++;
+      const size = e.size ?? 0;
+      currentIndex = e.i;
+      currentBase = sentEnd;
+      let start = 0;
+      if (opts.resume) {
+        start = await race(new Promise<number>((resolve) => (resumeWaiter = { i: e.i, resolve })));
+        if (start > size || (start % opts.chunkSize !== 0 && start !== size)) throw new TransferError("protocol", `bad resume offset ${start} for '${e.path}'`);
+        sentEnd += start;
+        ackedEnd += start;
+        meter.add(start);
+      }
+      const fh = await open(entry.abs, "r");
+      try {
+        const digest = new FileDigest();
+        if (start > 0) await digestPrefix(fh, start, opts.chunkSize, digest);
+        const readAt = async (at: number) => {
+          const want = Math.min(opts.chunkSize, size - at);
+          const buf = Buffer.allocUnsafe(want);
+          const { bytesRead } = await fh.read(buf, 0, want, at);
+          if (bytesRead !== want) throw new TransferError("io", `'${e.path}' shrank while it was being sent`);
+          return buf;
+        };
+        if (entry.allHole) {
+          const span = Math.max(1, Math.floor(MAX_ZERO_SPAN / opts.chunkSize)) * opts.chunkSize;
+          for (let at = start; at < size; at += span) {
+            const length = Math.min(span, size - at);
+            for (let c = 0; c < length; c += opts.chunkSize) digest.add(zeroDigest(Math.min(opts.chunkSize, length - c)));
+            await waitWindow();
+            await race(ch.send(FrameType.ZERO, zeroPayload(e.i, at, length)));
+            sentEnd += length;
+          }
+          start = size;
+        }
+        let pending = start < size ? readAt(start) : undefined;
+        for (let at = start; at < size; at += opts.chunkSize) {
+          const buf = await race(pending!);
+          const nextAt = at + opts.chunkSize;
+          pending = nextAt < size ? readAt(nextAt) : undefined;
+          pending?.catch(() => undefined);
+          await waitWindow();
+          if (isZero(buf)) {
+            digest.add(zeroDigest(buf.length));
+            await race(ch.send(FrameType.ZERO, zeroPayload(e.i, at, buf.length)));
+          } else {
+            const d = sha256(buf);
+            digest.add(d);
+            await race(ch.send(FrameType.DATA, dataHeader(e.i, at, d), buf));
+            bytesSent += buf.length;
+          }
+          sentEnd += buf.length;
+        }
+        await race(ch.send(FrameType.FILE_END, jsonPayload({ i: e.i, digest: digest.hex() })));
+      } finally {
+        await fh.close();
+      }
+    }
+    await race(ch.send(FrameType.DONE, jsonPayload({})));
+    const done = await race(completed);
+    if (done.entries !== plan.entries.length) throw new TransferError("protocol", `receiver wrote ${done.entries} of ${plan.entries.length} entries`);
+    meter.bytesDone = plan.bytes;
+    meter.emit(true);
+    return { entries: plan.entries.length, files, bytes: plan.bytes, bytesSent };
+  } catch (err) {
+    const e = failure ?? (err instanceof TransferError ? err : new TransferError("io", (err as Error).message));
+    stop(e);
+    throw e;
+  } finally {
+    opts.signal?.removeEventListener("abort", onAbort);
+  }
+}
