@@ -4,26 +4,29 @@
  * re-adopts it. Two QMP monitors per VM: `qmp.sock` for short control connections (one at a
  * time, serialised by the registry lock) and `events.sock` for one long-lived event watcher.
  */
-import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { open } from "node:fs/promises";
 import { join } from "node:path";
-import { spawn } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import { VmcError, VmcErrorCodes, type VmState } from "@vmc/protocol";
 import { VmStore, type VmRecord } from "../../store/vms";
 import type { Disposable, Driver, DriverFactory, DriverFeatures, SnapshotInfo, StopOptions, VmSpec, VmStateEvent, VmStatus } from "../driver";
 import { alreadyExists, hypervisorFailed, imageMissing, invalidState, unknownSnapshot } from "../errors";
 import { chooseAccel } from "./accel";
-import { identityWords, overlayArgs, qemuArgs, type Accel, type QemuLaunch } from "./command";
+import { identityWords, qemuArgs, type Accel, type QemuLaunch } from "./command";
 import { QEMU_IMG, QEMU_SYSTEM, qemuImg, run } from "./exec";
 import { identityMessage, tellGuest } from "./identity";
 import { QmpClient, QmpError, type QmpEvent } from "./qmp";
 import { findTemplate, type Template } from "./template";
+import { createOverlay } from "./overlay";
 import { freeLoopbackPort } from "../ports";
 
 export const SNAPSHOT_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
 const DEFAULT_MEMORY_MIB = 512;
 const DEFAULT_CPUS = 1;
 const DEFAULT_STOP_TIMEOUT_MS = 10_000;
+/** The guest agent's data channel port (agent/src/transfer), forwarded to the host loopback. */
+export const AGENT_DATA_PORT = 7733;
 
 /** QMP `query-status` → VmState. */
 export function stateFromQmp(status: string): VmState {
@@ -135,9 +138,9 @@ export class QemuDriver implements Driver {
     const cpus = spec.cpus ?? DEFAULT_CPUS;
     if (this.store.exists(spec.name)) throw alreadyExists(spec.name);
     const template = spec.fromTemplate === false ? undefined : findTemplate(this.home, image.id, memoryMiB, cpus);
-    const forwards = spec.dataPort ? [{ guestPort: spec.dataPort, hostPort: await freeLoopbackPort() }] : [];
+    const forwards = [{ guestPort: spec.dataPort ?? AGENT_DATA_PORT, hostPort: await freeLoopbackPort() }];
     return this.store.create(spec.name, async (dir) => {
-      await qemuImg(overlayArgs(template ? template.disk : image.baseDisk, join(dir, "disk.qcow2")), "create the disk overlay");
+      await createOverlay(this.home, template ? template.disk : image.baseDisk, join(dir, "disk.qcow2"));
       const record: VmRecord = {
         name: spec.name,
         driver: "qemu",
@@ -245,6 +248,7 @@ export class QemuDriver implements Driver {
       identitySocket: f.identity,
       consoleLog: f.console,
       pidFile: f.pid,
+      brokerHost: record.broker.host,
       brokerPort: record.broker.port,
       forwards: record.forwards,
       ...(template ? { incoming: `exec:cat ${shellQuote(template.state)}` } : {}),
@@ -404,6 +408,7 @@ export class QemuDriver implements Driver {
       } else {
         throw invalidState(name, "snapshot", status.state, ["running", "paused", "stopped"]);
       }
+      await flushFile(this.files(name).disk);
       const taken = (await this.listSnapshots(name)).find((s) => s.name === snapshot);
       if (!taken) throw hypervisorFailed("qemu", `snapshot VM '${name}'`, "the snapshot did not appear in the disk image");
       return taken;
@@ -486,6 +491,16 @@ export class QemuDriver implements Driver {
   }
 }
 
+/** Makes a snapshot durable: the disk runs with cache=unsafe, so QEMU itself never flushes it. */
+async function flushFile(path: string): Promise<void> {
+  const handle = await open(path, "r");
+  try {
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}
+
 function checkSnapshotName(snapshot: string): void {
   if (!SNAPSHOT_NAME.test(snapshot)) {
     throw new VmcError(VmcErrorCodes.UnknownSnapshot, `invalid snapshot name '${snapshot}': letters, digits, '.', '-', '_' (at most 64)`, { snapshot });
@@ -494,13 +509,6 @@ function checkSnapshotName(snapshot: string): void {
 
 function shellQuote(s: string): string {
   return `'${s.replaceAll("'", "'\\''")}'`;
-}
-
-/** Spawns a detached process that outlives us (used for tools QEMU does not daemonize itself). */
-export function spawnDetached(command: string, args: string[]): number | undefined {
-  const child = spawn(command, args, { detached: true, stdio: "ignore" });
-  child.unref();
-  return child.pid;
 }
 
 export const qemuFactory: DriverFactory = {
@@ -515,13 +523,5 @@ export const qemuFactory: DriverFactory = {
   },
   create: (home) => new QemuDriver(home),
 };
-
-export function fileSize(path: string): number {
-  try {
-    return statSync(path).size;
-  } catch {
-    return 0;
-  }
-}
 
 export { QmpError };

@@ -1,0 +1,3 @@
+export async function main(_argv: string[]): Promise<number> {
+  throw new Error("vmc demo is being built");
+}
