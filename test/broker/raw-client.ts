@@ -11,7 +11,7 @@ export interface ReceivedFrame {
 }
 
 export class RawClient {
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   private frames: ReceivedFrame[] = [];
   private waiters: Array<() => void> = [];
   /** Count of heart-beat EOLs received between frames. */

@@ -6,7 +6,7 @@
  * bind and exits, and every caller waits until the address answers.
  */
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DEFAULT_BROKER, parseBrokerUrl, vmcHome } from "../config";
@@ -52,25 +52,58 @@ export async function ensureBroker(url: string, opts: EnsureBrokerOptions = {}):
   if (await stompResponds(host, port)) return { started: false };
   const dir = join(opts.home ?? vmcHome(), "broker");
   mkdirSync(dir, { recursive: true });
-  const logFd = openSync(join(dir, "broker.log"), "a");
-  let exited = false;
+  const timeoutMs = opts.timeoutMs ?? 15_000;
+  // One spawner at a time per $VMC_HOME: the others wait for the address to answer.
+  const lock = join(dir, "spawn.lock");
   let pid = -1;
-  try {
-    const child = spawn(process.execPath, [opts.bundle ?? vmcBundlePath(), "broker", "--host", host, "--port", String(port), "--data", dir], {
-      detached: true,
-      stdio: ["ignore", logFd, logFd],
-    });
-    child.on("exit", () => (exited = true));
-    child.on("error", () => (exited = true));
-    pid = child.pid ?? -1;
-    child.unref();
-  } finally {
-    closeSync(logFd);
+  let exited = false;
+  if (takeLock(lock, timeoutMs)) {
+    try {
+      if (await stompResponds(host, port)) return { started: false };
+      const logFd = openSync(join(dir, "broker.log"), "a");
+      try {
+        const child = spawn(process.execPath, [opts.bundle ?? vmcBundlePath(), "broker", "--host", host, "--port", String(port), "--data", dir], {
+          detached: true,
+          stdio: ["ignore", logFd, logFd],
+        });
+        pid = child.pid ?? -1;
+        child.on("exit", () => (exited = true));
+        child.on("error", () => (exited = true));
+        child.unref();
+      } finally {
+        closeSync(logFd);
+      }
+      return await waitAnswer(url, host, port, dir, timeoutMs, () => !exited && ownsPidFile(dir, pid));
+    } finally {
+      rmSync(lock, { force: true });
+    }
   }
-  const deadline = Date.now() + (opts.timeoutMs ?? 15_000);
+  return waitAnswer(url, host, port, dir, timeoutMs, () => false);
+}
+
+/** Creates the lock file; takes over one older than `staleMs` (its holder died). */
+function takeLock(path: string, staleMs: number): boolean {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(path, `${process.pid}\n`, { flag: "wx" });
+      return true;
+    } catch {
+      try {
+        if (Date.now() - statSync(path).mtimeMs < staleMs) return false;
+        rmSync(path, { force: true });
+      } catch {
+        // vanished meanwhile: retry
+      }
+    }
+  }
+  return false;
+}
+
+async function waitAnswer(url: string, host: string, port: number, dir: string, timeoutMs: number, ours: () => boolean): Promise<{ started: boolean }> {
+  const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (await stompResponds(host, port, 500)) return { started: !exited && ownsPidFile(dir, pid) };
+    if (await stompResponds(host, port, 500)) return { started: ours() };
     await new Promise((r) => setTimeout(r, 50));
   }
-  throw new Error(`the embedded broker did not answer at ${url} within ${opts.timeoutMs ?? 15_000} ms (log: ${join(dir, "broker.log")})`);
+  throw new Error(`the embedded broker did not answer at ${url} within ${timeoutMs} ms (log: ${join(dir, "broker.log")})`);
 }
