@@ -1,0 +1,121 @@
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { readFileSync, realpathSync } from "node:fs";
+import { it } from "node:test";
+import { eventually, forEachBroker } from "./brokers";
+import { b64, spawnAgent, tempDir, TestController, unb64 } from "./fixture";
+
+forEachBroker("agent executes commands", (brokers) => {
+
+  async function ready(t: import("node:test").TestContext) {
+    const broker = brokers.need(t);
+    if (!broker) return undefined;
+    const controller = await TestController.create(t, broker.url);
+    const id = `test.${randomUUID().slice(0, 8)}`;
+    const agent = await spawnAgent(t, { brokerUrl: broker.url, id, publicKey: controller.keys.publicKey, labels: ["role=worker", "zone=a"] });
+    const hello = await controller.hello(id);
+    return { broker, controller, id, agent, hello };
+  }
+
+  it("announces itself, runs argv without a shell and reports stdout, stderr and the exit code", async (t) => {
+    const r = await ready(t);
+    if (!r) return;
+    assert.deepEqual(r.hello.labels, { role: "worker", zone: "a" });
+    assert.equal(r.hello.capabilities.exec, true);
+    const cmd = r.controller.run(r.id, { argv: ["sh", "-c", 'echo "out $0"; echo err >&2; exit 3', "$HOME"] });
+    await r.controller.send(r.id, cmd);
+    const result = await r.controller.result(cmd.cmdId);
+    assert.equal(result.status, "exited");
+    assert.equal(result.exitCode, 3);
+    assert.equal(result.signal, null);
+    assert.equal(unb64(result.stdout.data), "out $HOME\n");
+    assert.equal(unb64(result.stderr.data), "err\n");
+    assert.equal(result.replayed, false);
+    assert.equal(r.controller.stream(cmd.cmdId, "stdout").text, "out $HOME\n");
+    assert.equal(r.controller.stream(cmd.cmdId, "stderr").text, "err\n");
+    assert.ok(result.resources && result.resources.wallMs >= 0);
+  });
+
+  it("runs through /bin/sh only with shell:true, reports a signal, and fails to start a missing program", async (t) => {
+    const r = await ready(t);
+    if (!r) return;
+    const shell = r.controller.run(r.id, { argv: ["echo $0-$1; kill -TERM $$", "a", "b"], shell: true });
+    const missing = r.controller.run(r.id, { argv: ["/nonexistent/program"] });
+    await r.controller.send(r.id, shell);
+    await r.controller.send(r.id, missing);
+    const s = await r.controller.result(shell.cmdId);
+    assert.equal(unb64(s.stdout.data), "a-b\n");
+    assert.equal(s.signal, "SIGTERM");
+    assert.equal(s.exitCode, null);
+    const m = await r.controller.result(missing.cmdId);
+    assert.equal(m.status, "failedToStart");
+    assert.match(m.error ?? "", /nonexistent/);
+  });
+
+  it("passes env and cwd, and stdin given up front or streamed with CMD_INPUT", async (t) => {
+    const r = await ready(t);
+    if (!r) return;
+    const dir = realpathSync(tempDir(t, "vmc-agent-cwd-"));
+    const envCwd = r.controller.run(r.id, { argv: ["sh", "-c", 'printf "%s|" "$FOO"; pwd'], env: { FOO: "bar baz" }, cwd: dir });
+    const upFront = r.controller.run(r.id, { argv: ["cat"], stdin: b64("line one\nline two\n") });
+    const streamed = r.controller.run(r.id, { argv: ["sh", "-c", "read a; echo got:$a; cat"], stdinStream: true });
+    for (const c of [envCwd, upFront, streamed]) await r.controller.send(r.id, c);
+    const input = (seq: number, data: string, eof = false) =>
+      r.controller.sign({ type: "CMD_INPUT" as const, cmdId: streamed.cmdId, agentId: r.id, seq, data: b64(data), eof, issuedAt: Date.now() });
+    // Out of order on purpose: seq 1 is held until seq 0 arrives; a duplicate seq 0 is ignored.
+    await r.controller.send(r.id, input(1, "second\n"));
+    await r.controller.send(r.id, input(0, "first\n"));
+    await r.controller.send(r.id, input(0, "first\n"));
+    await r.controller.send(r.id, input(2, "", true));
+    assert.equal(unb64((await r.controller.result(envCwd.cmdId)).stdout.data), `bar baz|${dir}\n`);
+    assert.equal(unb64((await r.controller.result(upFront.cmdId)).stdout.data), "line one\nline two\n");
+    const s = await r.controller.result(streamed.cmdId);
+    assert.equal(unb64(s.stdout.data), "got:first\nsecond\n");
+    assert.equal(s.exitCode, 0);
+  });
+
+  it("kills the whole process group on timeout and on CMD_CANCEL", async (t) => {
+    const r = await ready(t);
+    if (!r) return;
+    const dir = tempDir(t, "vmc-agent-kill-");
+    // A grandchild in the same group must die too: it would print "survived" after 3 s.
+    const script = `(sleep 3; echo survived > ${dir}/$0) & echo started; wait`;
+    const timeout = r.controller.run(r.id, { argv: [script, "timeout"], shell: true, timeoutMs: 500 });
+    const cancel = r.controller.run(r.id, { argv: [script, "cancel"], shell: true });
+    const t0 = Date.now();
+    await r.controller.send(r.id, timeout);
+    await r.controller.send(r.id, cancel);
+    await r.controller.result(timeout.cmdId, 1, 15_000).then((res) => {
+      assert.equal(res.status, "timedOut");
+      assert.ok(Date.now() - t0 < 10_000);
+    });
+    await eventually("cancel's first output", () => (r.controller.stream(cancel.cmdId, "stdout").bytes > 0 ? true : undefined));
+    await r.controller.send(r.id, r.controller.sign({ type: "CMD_CANCEL" as const, cmdId: cancel.cmdId, agentId: r.id, issuedAt: Date.now() }));
+    const c = await r.controller.result(cancel.cmdId, 1, 15_000);
+    assert.equal(c.status, "cancelled");
+    assert.equal(unb64(c.stdout.data), "started\n");
+    // Wait past the grandchildren's 3 s: neither may have written its file.
+    const sentinel = r.controller.run(r.id, { argv: ["sleep", "3.5"] });
+    await r.controller.send(r.id, sentinel);
+    await r.controller.result(sentinel.cmdId, 1, 20_000);
+    for (const name of ["timeout", "cancel"]) assert.throws(() => readFileSync(`${dir}/${name}`), /ENOENT/, `${name}: a grandchild survived`);
+  });
+
+  it("measures CPU per command while commands overlap", async (t) => {
+    const r = await ready(t);
+    if (!r) return;
+    const burn = r.controller.run(r.id, { argv: [process.execPath, "-e", "const e = Date.now() + 1200; while (Date.now() < e);"] });
+    const sleeper = r.controller.run(r.id, { argv: ["sleep", "1.2"] });
+    await r.controller.send(r.id, burn);
+    await r.controller.send(r.id, sleeper);
+    const b = await r.controller.result(burn.cmdId);
+    const s = await r.controller.result(sleeper.cmdId);
+    assert.ok(b.resources && s.resources, "resources reported");
+    const burnCpu = b.resources.cpuUserMs + b.resources.cpuSystemMs;
+    const sleepCpu = s.resources.cpuUserMs + s.resources.cpuSystemMs;
+    assert.ok(burnCpu >= 400, `burner reported ${burnCpu} ms of CPU`);
+    assert.ok(burnCpu <= b.resources.wallMs + 200, `burner CPU ${burnCpu} ms exceeds its wall time ${b.resources.wallMs} ms`);
+    assert.ok(sleepCpu < 100, `sleeper reported ${sleepCpu} ms of CPU (a diff of RUSAGE_CHILDREN would show the burner's)`);
+    assert.ok(b.resources.peakRssBytes > 10 * 1024 * 1024, `node burner peak RSS ${b.resources.peakRssBytes}`);
+  });
+});
