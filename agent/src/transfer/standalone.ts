@@ -18,6 +18,7 @@ const { values } = parseArgs({
     host: { type: "string", default: "127.0.0.1" },
     port: { type: "string", default: "0" },
     broker: { type: "string" },
+    "grant-wait-ms": { type: "string", default: "10000" },
   },
 });
 if (!values["agent-id"] || !values["public-key"]) {
@@ -32,6 +33,7 @@ const plugin = createTransferPlugin({
   controllerPublicKey: publicKeyFromBase64(values["public-key"]),
   listen: { host: values.host!, port: Number(values.port) },
   publishFrame: bus ? busPublisher(bus) : undefined,
+  grantWaitMs: Number(values["grant-wait-ms"]),
 });
 const dataEndpoint = await plugin.start();
 if (bus) {
