@@ -1,0 +1,103 @@
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { it, type TestContext } from "node:test";
+import { Destinations } from "@vmc/protocol/bus";
+import { eventually, forEachBroker, type BrokerRef } from "./brokers";
+import { spawnAgent, tempDir, TestController, unb64 } from "./fixture";
+
+async function ready(t: TestContext, brokers: BrokerRef) {
+  const broker = brokers.need(t);
+  if (!broker) return undefined;
+  const controller = await TestController.create(t, broker.url);
+  const id = `test.${randomUUID().slice(0, 8)}`;
+  const agent = await spawnAgent(t, { brokerUrl: broker.url, id, publicKey: controller.keys.publicKey });
+  const hello = await controller.hello(id);
+  return { broker, controller, id, agent, hello };
+}
+
+const lines = (path: string): string[] => {
+  try {
+    return readFileSync(path, "utf8").split("\n").filter(Boolean);
+  } catch {
+    return [];
+  }
+};
+
+forEachBroker("agent runs each command exactly once", (brokers) => {
+  it("answers a redelivered CMD_RUN with the recorded result instead of running it again", async (t) => {
+    const r = await ready(t, brokers);
+    if (!r) return;
+    const marker = `${tempDir(t, "vmc-once-")}/runs`;
+    const cmd = r.controller.run(r.id, { argv: ["sh", "-c", `echo run >> ${marker}; echo hello`] });
+    await r.controller.send(r.id, cmd);
+    const first = await r.controller.result(cmd.cmdId);
+    await r.controller.send(r.id, cmd);
+    const second = await r.controller.result(cmd.cmdId, 2);
+    assert.equal(first.replayed, false);
+    assert.equal(second.replayed, true);
+    assert.equal(second.status, "exited");
+    assert.equal(unb64(second.stdout.data), "hello\n");
+    assert.equal(second.finishedAt, first.finishedAt);
+    assert.deepEqual(lines(marker), ["run"]);
+  });
+
+  it("does not start a command twice while it runs, and survives an agent restart", async (t) => {
+    const r = await ready(t, brokers);
+    if (!r) return;
+    const marker = `${tempDir(t, "vmc-once-")}/runs`;
+    const cmd = r.controller.run(r.id, { argv: ["sh", "-c", `echo run >> ${marker}; echo started; sleep 1`] });
+    await r.controller.send(r.id, cmd);
+    await r.controller.send(r.id, cmd);
+    const result = await r.controller.result(cmd.cmdId);
+    assert.equal(result.status, "exited");
+    assert.deepEqual(lines(marker), ["run"]);
+    // After a restart the journal still knows it.
+    await r.agent.restart();
+    await r.controller.hello(r.id, r.hello.bootId);
+    await r.controller.send(r.id, cmd);
+    const replay = await r.controller.result(cmd.cmdId, 2);
+    assert.equal(replay.replayed, true);
+    assert.deepEqual(lines(marker), ["run"]);
+  });
+
+  it("reports a command as lost when the agent was killed while it ran, and never reruns it", async (t) => {
+    const r = await ready(t, brokers);
+    if (!r) return;
+    const marker = `${tempDir(t, "vmc-once-")}/runs`;
+    const cmd = r.controller.run(r.id, { argv: ["sh", "-c", `echo run >> ${marker}; echo started; sleep 20`] });
+    await r.controller.send(r.id, cmd);
+    await eventually("the command's first output", () => (r.controller.stream(cmd.cmdId, "stdout").bytes > 0 ? true : undefined));
+    await r.agent.kill("SIGKILL");
+    await r.agent.restart();
+    const lost = await r.controller.result(cmd.cmdId, 1, 20_000);
+    assert.equal(lost.status, "lost");
+    assert.match(lost.error ?? "", /not run again/);
+    await r.controller.send(r.id, cmd);
+    const replay = await r.controller.result(cmd.cmdId, 2);
+    assert.equal(replay.status, "lost");
+    assert.equal(replay.replayed, true);
+    assert.deepEqual(lines(marker), ["run"]);
+  });
+
+  it("runs a command sent while the agent was away once it comes back", async (t) => {
+    const r = await ready(t, brokers);
+    if (!r) return;
+    await r.agent.kill("SIGTERM");
+    await eventually("BYE", () => r.controller.presence.find((p) => p.type === "BYE" && p.agentId === r.id));
+    const cmd = r.controller.run(r.id, { argv: ["echo", "queued"] });
+    await r.controller.send(r.id, cmd);
+    await r.agent.restart();
+    const result = await r.controller.result(cmd.cmdId, 1, 20_000);
+    assert.equal(unb64(result.stdout.data), "queued\n");
+  });
+
+  it("answers DISCOVER with HELLO at once", async (t) => {
+    const r = await ready(t, brokers);
+    if (!r) return;
+    const before = r.controller.hellos.length;
+    await r.controller.bus.publishJson(Destinations.discover, { type: "DISCOVER", controllerId: "test" }, { receipt: true });
+    const again = await eventually("a second HELLO", () => r.controller.hellos.slice(before).find((h) => h.agentId === r.id), 5_000);
+    assert.equal(again.bootId, r.hello.bootId);
+  });
+});
