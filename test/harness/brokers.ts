@@ -39,6 +39,25 @@ export interface BrokerQuirks {
   anonymousConnectAs?: string;
   /** Sends the `redelivered` header on MESSAGE frames (a RabbitMQ extension). */
   redeliveredHeader: boolean;
+  /**
+   * Closes the connection after every ERROR, as STOMP 1.2 requires. RabbitMQ closes only after
+   * authentication errors and keeps the session open after others (bad command, bad destination).
+   */
+  errorClosesConnection: boolean;
+  /**
+   * After refusing a CONNECT (bad credentials) the broker closes the connection within this many
+   * ms. RabbitMQ waits ~10 s before closing (refusing every frame meanwhile).
+   */
+  authErrorCloseMs: number;
+  /**
+   * How a SEND asks for message expiry: RabbitMQ's `expiration` header is a time-to-live in ms;
+   * ActiveMQ reads `expires`, an absolute time in ms since the epoch (JMSExpiration).
+   */
+  expiry: { header: "expiration" | "expires"; absolute: boolean };
+  /** NACK puts the message back for redelivery (ActiveMQ sends it to the dead-letter queue). */
+  nackRequeues: boolean;
+  /** SUBSCRIBE/SEND to a destination type it does not know (`/nowhere/x`) gets an ERROR. */
+  rejectsUnknownDestinationTypes: boolean;
 }
 
 export interface BrokerTarget {
@@ -63,7 +82,13 @@ export const embeddedTarget: BrokerTarget = {
     tempQueue: false,
     queueExpiryHeaders: true,
     prefetchCount: true,
+    anonymousConnectAs: "guest",
     redeliveredHeader: true,
+    errorClosesConnection: true,
+    authErrorCloseMs: 2000,
+    rejectsUnknownDestinationTypes: true,
+    expiry: { header: "expiration", absolute: false },
+    nackRequeues: true,
   },
 };
 
@@ -80,6 +105,11 @@ export const rabbitMqTarget: BrokerTarget = {
     prefetchCount: true,
     anonymousConnectAs: "guest",
     redeliveredHeader: true,
+    errorClosesConnection: false,
+    authErrorCloseMs: 15_000,
+    rejectsUnknownDestinationTypes: true,
+    expiry: { header: "expiration", absolute: false },
+    nackRequeues: true,
   },
 };
 
@@ -95,6 +125,11 @@ export const activeMqTarget: BrokerTarget = {
     queueExpiryHeaders: false,
     prefetchCount: false,
     redeliveredHeader: false,
+    errorClosesConnection: false,
+    authErrorCloseMs: 2000,
+    rejectsUnknownDestinationTypes: false,
+    expiry: { header: "expires", absolute: true },
+    nackRequeues: false,
   },
 };
 
