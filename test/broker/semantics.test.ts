@@ -75,6 +75,46 @@ describe("queues", () => {
   });
 });
 
+describe("queue declaration", () => {
+  it("redeclaring with different arguments → PRECONDITION_FAILED ERROR + close, as RabbitMQ", async () => {
+    const q = "/queue/" + unique("inequiv");
+    const c = await client();
+    await c.withReceipt("SUBSCRIBE", { id: "s", destination: q, "x-expires": "60000" });
+    const p = await client();
+    p.frame("SEND", { destination: q }, "plain send declares with defaults");
+    const f = await p.next();
+    assert.equal(f.command, "ERROR");
+    assert.match(f.body.toString(), /PRECONDITION_FAILED - inequivalent arg 'x-expires'/);
+    await p.waitClosed();
+    const got = await c.untilReceipt("SEND", { destination: q, "x-expires": "60000" }, "same args are fine");
+    assert.equal(got.length <= 1 ? "ok" : "many", "ok");
+  });
+});
+
+describe("durable topic subscriptions", () => {
+  it("keep messages while the subscriber is away, and expire with x-expires", async () => {
+    const key = unique("dts");
+    const headers = { id: "ctl", destination: `/topic/${key}`, durable: "true", "auto-delete": "false", "x-expires": "1500", ack: "client-individual" };
+    const c = await client();
+    await c.withReceipt("SUBSCRIBE", headers);
+    c.destroy();
+    const p = await client();
+    await p.withReceipt("SEND", { destination: `/topic/${key}`, persistent: "true" }, "while away");
+    const back = await client();
+    await back.withReceipt("SUBSCRIBE", headers);
+    const [m] = await messages(back, 1);
+    assert.equal(m!.body.toString(), "while away");
+    assert.equal(m!.headers.destination, `/topic/${key}`);
+    await back.withReceipt("ACK", { id: m!.headers.ack! });
+    back.destroy();
+    await new Promise((r) => setTimeout(r, 2800)); // x-expires 1.5 s + the 1 s sweep
+    await p.withReceipt("SEND", { destination: `/topic/${key}` }, "after expiry");
+    const again = await client();
+    await again.withReceipt("SUBSCRIBE", headers);
+    assert.ok(await again.quiet(200), "the expired subscription's queue did not keep messages");
+  });
+});
+
 describe("topics", () => {
   it("fan out to every subscriber, wildcards as amq.topic, nothing kept without subscribers", async () => {
     const key = unique("t");
@@ -178,9 +218,9 @@ describe("expiry and reply queues", () => {
     const c = await client();
     await c.withReceipt("SUBSCRIBE", { id: "s", destination: q, "x-message-ttl": "100", ack: "client-individual", "prefetch-count": "1" });
     await c.withReceipt("UNSUBSCRIBE", { id: "s" });
-    await c.withReceipt("SEND", { destination: q }, "gone");
+    await c.withReceipt("SEND", { destination: q, "x-message-ttl": "100" }, "gone");
     await new Promise((r) => setTimeout(r, 300));
-    await c.withReceipt("SUBSCRIBE", { id: "s2", destination: q });
+    await c.withReceipt("SUBSCRIBE", { id: "s2", destination: q, "x-message-ttl": "100" });
     assert.ok(await c.quiet(200));
   });
 

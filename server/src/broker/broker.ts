@@ -5,7 +5,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { Connection } from "./connection";
 import { Queue, type QueueArgs, type QueueOwner } from "./queue";
 import { forwardedHeaders, messageBytes, type StoredMessage } from "./message";
@@ -128,10 +128,14 @@ export class Broker implements QueueOwner {
     mkdirSync(dir, { recursive: true });
     const journal = new Journal(dir, () => this.snapshotRecords(), (err) => this.log(`journal error: ${err.message}`));
     const r = journal.recover();
-    for (const [name, args] of r.queues) this.queues.set(name, new Queue(name, { ...queueDefaults, ...args, durable: true }, this));
+    for (const [name, rq] of r.queues) {
+      const q = new Queue(name, { ...queueDefaults, ...rq.args, durable: true }, this);
+      this.queues.set(name, q);
+      if (rq.binding !== undefined) this.bind(q, rq.binding);
+    }
     this.nextId = r.maxId + 1;
     const records: Buffer[] = [];
-    for (const [name, q] of this.queues) records.push(declareRecord(name, q.args));
+    for (const [name, q] of this.queues) records.push(declareRecord(name, q.args, this.bindingOf.get(q)));
     const sizes = new Map<number, number>();
     for (const jm of r.messages) {
       let q = this.queues.get(jm.queue);
@@ -156,7 +160,7 @@ export class Broker implements QueueOwner {
 
   private snapshotRecords(): Buffer[] {
     const records: Buffer[] = [];
-    for (const [name, q] of this.queues) if (q.args.durable && q.exclusiveTo === undefined) records.push(declareRecord(name, q.args));
+    for (const [name, q] of this.queues) if (q.args.durable && q.exclusiveTo === undefined) records.push(declareRecord(name, q.args, this.bindingOf.get(q)));
     for (const { queue, m } of this.persistentLive.values()) {
       records.push(enqueueRecord({ id: m.id, queue, destination: m.destination, headers: m.headers, body: m.body, expiresAt: m.expiresAt }));
     }
@@ -227,11 +231,19 @@ export class Broker implements QueueOwner {
     return q;
   }
 
+  /**
+   * Declares `/queue/<name>` from a frame's headers, as RabbitMQ does on SEND and SUBSCRIBE: an
+   * existing queue must be declared with equivalent arguments (absent headers mean defaults).
+   */
   private declare(name: string, headers: Map<string, string>): Queue | string {
-    const existing = this.queues.get(name);
-    if (existing) return existing;
     const args = queueArgs(headers);
     if (typeof args === "string") return args;
+    const existing = this.queues.get(name);
+    if (existing) {
+      if (existing.exclusiveTo !== undefined) return existing;
+      const diff = inequivalence(name, existing.args, args);
+      return diff ?? existing;
+    }
     const q = new Queue(name, args, this);
     this.queues.set(name, q);
     if (args.durable) this.journal?.declare(name, args);
@@ -248,6 +260,22 @@ export class Broker implements QueueOwner {
       return { queue: q, owned: false };
     }
     if (d.kind !== "topic") return "invalid destination";
+    if (headers.get("durable") === "true" || headers.get("persistent") === "true") {
+      const id = headers.get("id");
+      if (id === undefined) return "Missing 'id' header: a durable topic subscription needs an id";
+      const name = headers.get("x-queue-name") ?? durableSubscriptionQueue(d.key, id);
+      let q = this.queues.get(name);
+      if (!q) {
+        const args = queueArgs(headers);
+        if (typeof args === "string") return args;
+        args.durable = true;
+        q = new Queue(name, args, this);
+        this.queues.set(name, q);
+        this.bind(q, d.key);
+        this.journal?.declare(name, args, d.key);
+      } else if (q.exclusiveTo !== undefined) return `RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '${name}' in vhost '/'`;
+      return { queue: q, owned: false };
+    }
     const q = this.exclusiveQueue(c, headers.get("x-queue-name"));
     const ttl = intHeader(headers, "x-message-ttl");
     if (typeof ttl === "number") (q.args as QueueArgs).messageTtl = ttl;
@@ -275,7 +303,7 @@ export class Broker implements QueueOwner {
     if (d.kind === "queue") {
       const q = d.declare ? this.declare(d.name, f.headers) : this.queues.get(d.name);
       if (q === undefined) return ["not_found", `NOT_FOUND - no queue '${d.name}' in vhost '/'`];
-      if (typeof q === "string") return ["Bad header", q];
+      if (typeof q === "string") return [q.startsWith("PRECONDITION_FAILED") ? "precondition_failed" : "Bad header", q];
       this.enqueue(q, base);
       return undefined;
     }
@@ -349,6 +377,25 @@ export class Broker implements QueueOwner {
       }
     }
   }
+}
+
+const argNames: Array<[keyof QueueArgs, string]> = [["durable", "durable"], ["autoDelete", "auto_delete"], ["messageTtl", "x-message-ttl"], ["expires", "x-expires"], ["maxLength", "x-max-length"]];
+
+/** RabbitMQ's PRECONDITION_FAILED text when a redeclaration differs, else undefined. */
+function inequivalence(name: string, current: QueueArgs, requested: QueueArgs): string | undefined {
+  for (const [key, label] of argNames) {
+    if (current[key] === requested[key]) continue;
+    if (key === "durable" || key === "autoDelete") return `PRECONDITION_FAILED - inequivalent arg '${label}' for queue '${name}' in vhost '/': received '${requested[key]}' but current is '${current[key]}'`;
+    const received = requested[key] === 0 ? "none" : `the value '${requested[key]}' of type 'signedint'`;
+    const now = current[key] === 0 ? "none" : `the value '${current[key]}' of type 'signedint'`;
+    return `PRECONDITION_FAILED - inequivalent arg '${label}' for queue '${name}' in vhost '/': received ${received} but current is ${now}`;
+  }
+  return undefined;
+}
+
+/** Queue name of a durable topic subscription, stable for the same destination and id. */
+function durableSubscriptionQueue(key: string, id: string): string {
+  return "stomp-subscription-" + createHash("md5").update(`/topic/${key}\n${id}`).digest("base64url");
 }
 
 /** `<data>/broker.pid` doubles as the data dir lock: a live pid in it keeps other brokers out. */

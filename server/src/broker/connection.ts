@@ -270,7 +270,7 @@ export class Connection {
     const d = parseDestination(dest);
     if (!d || d.kind === "temp") return this.error("Unknown destination", invalidDestination(dest));
     const found = this.broker.subscribeQueue(this, d, f.headers);
-    if (typeof found === "string") return this.error("not_found", found);
+    if (typeof found === "string") return this.error(found.startsWith("NOT_FOUND") ? "not_found" : found.startsWith("PRECONDITION") ? "precondition_failed" : "Bad SUBSCRIBE", found);
     const sub = new Subscription(this, id, found.queue, ack, pf === undefined ? 0 : Number(pf), found.owned);
     this.subs.set(id, sub);
     this.receipt(f);
@@ -283,6 +283,8 @@ export class Connection {
     const sub = this.subs.get(id);
     if (!sub) return this.error("No subscription found", `Subscription to '${id}' not found.`);
     this.dropSubscription(sub);
+    // RabbitMQ: UNSUBSCRIBE with durable/persistent:true removes a durable subscription's queue.
+    if (f.headers.get("durable") === "true" || f.headers.get("persistent") === "true") this.broker.deleteQueue(sub.queue);
     this.receipt(f);
   }
 

@@ -3,7 +3,8 @@
  *
  * Record: u32 payload length, u32 CRC-32 of the payload, payload. Payload starts with a type
  * byte: 1 ENQUEUE (u48 id, f64 expiresAt, u32 meta length, meta JSON {q,d,h}, body),
- * 2 REMOVE (u48 id), 3 DECLARE (JSON {q,a}), 4 DELETE (JSON {q}).
+ * 2 REMOVE (u48 id), 3 DECLARE (JSON {q,a,b}: queue, arguments, topic binding key of a durable
+ * topic subscription), 4 DELETE (JSON {q}).
  *
  * Writes are batched per event-loop turn (group commit). `barrier(cb)` calls back once every
  * record appended so far is written AND fdatasync'ed; the broker sends RECEIPTs through it, so a
@@ -29,8 +30,14 @@ export interface JournaledMessage {
   expiresAt: number;
 }
 
+export interface RecoveredQueue {
+  args: QueueArgs;
+  /** Routing key a durable topic subscription's queue is bound with. */
+  binding?: string;
+}
+
 export interface Recovered {
-  queues: Map<string, QueueArgs>;
+  queues: Map<string, RecoveredQueue>;
   /** Live messages in journal order. */
   messages: JournaledMessage[];
   maxId: number;
@@ -65,8 +72,8 @@ function removeRecord(id: number): Buffer {
   return record(p);
 }
 
-export function declareRecord(queue: string, args: QueueArgs): Buffer {
-  return record(Buffer.concat([Buffer.of(DECLARE), Buffer.from(JSON.stringify({ q: queue, a: args }))]));
+export function declareRecord(queue: string, args: QueueArgs, binding?: string): Buffer {
+  return record(Buffer.concat([Buffer.of(DECLARE), Buffer.from(JSON.stringify({ q: queue, a: args, b: binding }))]));
 }
 
 function deleteRecord(queue: string): Buffer {
@@ -98,8 +105,8 @@ export function readJournal(path: string): Recovered & { goodBytes: number } {
       } else if (type === REMOVE) {
         live.delete(payload.readUIntLE(1, 6));
       } else if (type === DECLARE) {
-        const d = JSON.parse(payload.toString("utf8", 1)) as { q: string; a: QueueArgs };
-        result.queues.set(d.q, d.a);
+        const d = JSON.parse(payload.toString("utf8", 1)) as { q: string; a: QueueArgs; b?: string };
+        result.queues.set(d.q, d.b === undefined ? { args: d.a } : { args: d.a, binding: d.b });
       } else if (type === DELETE) {
         const d = JSON.parse(payload.toString("utf8", 1)) as { q: string };
         result.queues.delete(d.q);
@@ -206,8 +213,8 @@ export class Journal {
     this.liveBytes += recordBytes;
   }
 
-  declare(queue: string, args: QueueArgs): void {
-    this.append(declareRecord(queue, args));
+  declare(queue: string, args: QueueArgs, binding?: string): void {
+    this.append(declareRecord(queue, args, binding));
   }
 
   deleteQueue(queue: string): void {
