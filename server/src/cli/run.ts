@@ -115,11 +115,13 @@ export function parseRunArgs(argv: string[]): Parsed | "help" {
   return { brokerUrl: values.broker, json: values.json ?? false, request };
 }
 
+const draining: Partial<Record<OutputStream, Promise<void>>> = {};
+
 /** Writes to our stdout/stderr, returning a promise while the pipe is full (backpressure to the broker). */
 function writer(stream: OutputStream, data: Buffer): void | Promise<void> {
   const out = stream === "stdout" ? process.stdout : process.stderr;
-  if (out.write(data)) return;
-  return once(out, "drain").then(() => undefined);
+  if (out.write(data) && !draining[stream]) return;
+  return (draining[stream] ??= once(out, "drain").then(() => void delete draining[stream]));
 }
 
 export function exitStatus(report: RunReport): number {
