@@ -1,0 +1,128 @@
+/**
+ * A real QEMU VM (TCG here and in CI) through its whole life: create from the base image, boot to
+ * the agent's HELLO, run a command through the bus, pause (a counter in the guest stops), resume,
+ * snapshot, change a file, restore (the file and the running counter come back), stop, delete.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { VmcErrorCodes } from "@vmc/protocol";
+import { QemuDriver } from "@vmc/server/hypervisors/qemu/driver";
+import type { BootImage, VmStateEvent } from "@vmc/server/hypervisors/driver";
+import { loadOrCreateControllerKeys } from "@vmc/server/store/keys";
+import { startEmbeddedBroker, type EmbeddedBroker } from "../harness/embedded-broker";
+import { freePort } from "../harness/ports";
+import { requireComponent } from "../harness/components";
+import { qemuInstalled, removeHome, startController, tempHome, testImage, type Controller } from "./harness";
+
+const COUNTER = "setsid sh -c 'echo $$ > /tmp/counter.pid; i=0; while :; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1 &";
+
+describe("qemu VM lifecycle", { timeout: 240_000 }, () => {
+  let home: string;
+  let broker: EmbeddedBroker | undefined;
+  let controller: Controller | undefined;
+  let image: BootImage;
+  let driver: QemuDriver;
+
+  before(async () => {
+    if (!qemuInstalled) return;
+    home = tempHome();
+    image = await testImage();
+    broker = await startEmbeddedBroker({ port: await freePort() });
+    controller = await startController(home, broker.url);
+    driver = new QemuDriver(home);
+  });
+
+  after(async () => {
+    await controller?.close().catch(() => undefined);
+    await broker?.stop();
+    if (home) removeHome(home);
+  });
+
+  it("boots, runs, pauses, snapshots, restores, stops and deletes a VM", async (t) => {
+    if (!requireComponent(t, "qemu", qemuInstalled)) return;
+    const c = controller!;
+    const key = loadOrCreateControllerKeys(home).publicKey;
+    await driver.create({ name: "vm1", image, broker: { host: "127.0.0.1", port: broker!.port }, controllerPublicKey: key, fromTemplate: false });
+    assert.equal((await driver.status("vm1")).state, "stopped");
+
+    const started = Date.now();
+    const status = await driver.start("vm1");
+    assert.equal(status.state, "running");
+    assert.match(status.accel ?? "", /^(kvm|tcg)$/);
+    const events: VmStateEvent[] = [];
+    const watch = await driver.watch("vm1", (e) => events.push(e));
+    t.after(() => watch.dispose());
+
+    const hello = await c.waitHello("vm1", 90_000);
+    t.diagnostic(`agent HELLO ${Date.now() - started} ms after start (${status.accel})`);
+    assert.equal(hello.agentId, "vm1");
+    assert.equal(hello.os.platform, "linux");
+
+    const out = await c.sh("vm1", "echo hello from $(hostname); cat /proc/cmdline");
+    assert.match(out, /hello from vm1/);
+    assert.match(out, /vmc_id=vm1/);
+
+    // A counter in the guest, then pause: it must not advance while paused.
+    await c.sh("vm1", COUNTER);
+    const counter = async () => Number((await c.sh("vm1", "cat /tmp/counter")).trim());
+    let before = await counter();
+    for (let i = 0; i < 50 && before < 3; i++) before = await counter();
+    assert.ok(before >= 3, "the counter runs");
+    await driver.pause("vm1");
+    assert.equal((await driver.status("vm1")).state, "paused");
+    assert.equal((await driver.pause("vm1")).state, "paused", "pause is idempotent");
+    // A command sent while paused does not run until resume.
+    const pending = c.sh("vm1", "cat /tmp/counter");
+    const raced = await Promise.race([pending.then(() => "ran"), sleep(2500).then(() => "waiting")]);
+    assert.equal(raced, "waiting", "nothing runs in a paused guest");
+    await driver.resume("vm1");
+    const afterPause = Number((await pending).trim());
+    // 2.5 s unpaused would be >= 12 ticks of 0.2 s; paused, only the few around the commands.
+    assert.ok(afterPause - before < 8, `counter advanced ${afterPause - before} ticks across a 2.5 s pause`);
+    assert.ok(events.some((e) => e.state === "paused" && e.cause === "STOP"), "STOP event seen");
+    assert.ok(events.some((e) => e.state === "running" && e.cause === "RESUME"), "RESUME event seen");
+
+    // Snapshot with a file, change the file, let the counter run on, restore.
+    await c.sh("vm1", "echo before > /var/lib/vmc/home/file.txt; sync");
+    const atSnapshot = await counter();
+    const snap = await driver.takeSnapshot("vm1", "s1");
+    assert.equal(snap.withMemory, true);
+    assert.deepEqual((await driver.listSnapshots("vm1")).map((s) => s.name), ["s1"]);
+    await assert.rejects(driver.takeSnapshot("vm1", "s1"), (e: { code?: number }) => e.code === VmcErrorCodes.AlreadyExists);
+    await c.sh("vm1", "echo after > /var/lib/vmc/home/file.txt; sync");
+    let later = await counter();
+    for (let i = 0; i < 50 && later < atSnapshot + 5; i++) later = await counter();
+    assert.ok(later >= atSnapshot + 5);
+    // Kill the counter: only the restore can bring the process back.
+    await c.sh("vm1", "kill $(cat /tmp/counter.pid); sleep 0.3; echo dead > /tmp/counter; kill -0 $(cat /tmp/counter.pid) 2>/dev/null && echo alive || true");
+
+    const restoredAt = Date.now();
+    const restored = await driver.restoreSnapshot("vm1", "s1");
+    assert.equal(restored.state, "running");
+    t.diagnostic(`restore took ${Date.now() - restoredAt} ms`);
+    const back = await c.sh("vm1", "cat /var/lib/vmc/home/file.txt; cat /tmp/counter; kill -0 $(cat /tmp/counter.pid) && echo alive", 60_000);
+    t.diagnostic(`agent answered ${Date.now() - restoredAt} ms after the restore began`);
+    const [file, count, alive] = back.trim().split("\n");
+    assert.equal(file, "before", "the file came back");
+    assert.match(count ?? "", /^\d+$/, "the counter file came back");
+    assert.equal(alive, "alive", "the killed counter process came back");
+    const still = Number((await c.sh("vm1", "sleep 1; cat /tmp/counter")).trim());
+    assert.ok(still > Number(count), "the restored counter process is still counting");
+
+    await assert.rejects(driver.restoreSnapshot("vm1", "nope"), (e: { code?: number }) => e.code === VmcErrorCodes.UnknownSnapshot);
+    await driver.deleteSnapshot("vm1", "s1");
+    assert.deepEqual(await driver.listSnapshots("vm1"), []);
+
+    await assert.rejects(driver.delete("vm1"), (e: { code?: number; data?: { state?: string } }) => e.code === VmcErrorCodes.InvalidState && e.data?.state === "running");
+    const stopped = await driver.stop("vm1", { timeoutMs: 30_000 });
+    assert.equal(stopped.state, "stopped");
+    assert.ok(events.some((e) => e.cause === "POWERDOWN" || e.cause === "SHUTDOWN"), "graceful power-down seen as an event");
+    assert.equal((await driver.stop("vm1")).state, "stopped", "stop is idempotent");
+    await assert.rejects(driver.pause("vm1"), (e: { code?: number; data?: { state?: string } }) => e.code === VmcErrorCodes.InvalidState && e.data?.state === "stopped");
+    await driver.delete("vm1");
+    assert.equal(existsSync(driver.store.dir("vm1")), false);
+    await assert.rejects(driver.status("vm1"), (e: { code?: number }) => e.code === VmcErrorCodes.UnknownVm);
+  });
+});
