@@ -122,6 +122,15 @@ export class FrameParser {
   private findHeadEnd(buf: Buffer, start: number): number {
     const limit = Math.min(buf.length, start + this.limits.maxHeaderBytes);
     let p = start;
+    const first = buf.indexOf(10, start);
+    if (first >= 0 && first < limit) {
+      const command = lineText(buf, start, first);
+      if (!clientCommands.has(command)) throw new ProtocolError("Bad command", `unknown or malformed command '${command.slice(0, 40)}'`);
+    } else if (buf.length - start > 16) {
+      // No command is longer than 11 bytes: a longer first line is garbage, say so now.
+      const command = buf.toString("latin1", start, start + 16);
+      throw new ProtocolError("Bad command", `unknown or malformed command '${command}…'`);
+    }
     for (;;) {
       const i = buf.indexOf(10, p);
       if (i < 0 || i >= limit) {
