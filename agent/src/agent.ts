@@ -38,6 +38,14 @@ export interface AgentOptions {
   heartbeatIntervalMs?: number;
   /** Broker → agent STOMP heartbeat asked for, ms (default 500: a dead link is noticed in ~1 s). */
   busHeartbeatMs?: number;
+  /**
+   * Agent → broker STOMP heartbeat, ms (default 1000). Lets the broker drop the agent's OLD
+   * session after a snapshot restore (that session's socket is silently dead on the guest side,
+   * but still open on the broker's side, holding unacknowledged commands); the broker then
+   * redelivers them to the new session, where the journal keeps them exactly-once.
+   * RabbitMQ 3.10 is known to mishandle client heartbeats under heavy load; 0 turns them off.
+   */
+  busHeartbeatOutgoingMs?: number;
   /** Reconnect when the wall clock jumps by more than this against the monotonic clock, ms (default 1000; 0: off). */
   clockJumpMs?: number;
   /** Share an existing connection (not closed by `stop`). Default: the agent opens its own. */
@@ -105,6 +113,7 @@ class Agent implements AgentHandle {
         brokerUrl: options.brokerUrl,
         name: `agent ${options.id}`,
         heartbeatIncomingMs: options.busHeartbeatMs ?? 500,
+        heartbeatOutgoingMs: options.busHeartbeatOutgoingMs ?? 1000,
         clockJumpMs: options.clockJumpMs ?? 1000,
         reconnectMaxDelayMs: 5_000,
         log: this.log,
