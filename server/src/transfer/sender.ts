@@ -46,9 +46,8 @@ export async function sendPlan(ch: FrameChannel, plan: TransferPlan, opts: SendO
   let fail!: (e: TransferError) => void;
   const failed = new Promise<never>((_, reject) => (fail = reject));
   failed.catch(() => undefined);
-  // Per file: where its bytes start on the shared position line, so ACKs (per file offset) map onto it.
-  let currentIndex = -1;
-  let currentBase = 0;
+  // Per file still being acknowledged: where its bytes start on the position line shared by all files.
+  const fileBase = new Map<number, number>();
 
   const stop = (e: TransferError) => {
     if (failure) return;
@@ -66,8 +65,10 @@ export async function sendPlan(ch: FrameChannel, plan: TransferPlan, opts: SendO
       switch (f.type) {
         case FrameType.ACK: {
           const { index, offset } = readAckPayload(f.payload);
-          if (index !== currentIndex) break; // an ACK for a finished file: already counted by the next one
-          const pos = currentBase + offset;
+          const base = fileBase.get(index);
+          if (base === undefined) throw new TransferError("protocol", `ACK for entry ${index}, which is not a file being sent`);
+          for (const i of fileBase.keys()) if (i < index) fileBase.delete(i);
+          const pos = base + offset;
           if (pos > sentEnd) throw new TransferError("protocol", "ACK beyond what was sent");
           if (pos > ackedEnd) {
             meter.add(pos - ackedEnd);
@@ -119,8 +120,7 @@ export async function sendPlan(ch: FrameChannel, plan: TransferPlan, opts: SendO
       if (e.kind !== "file") continue;
       files++;
       const size = e.size ?? 0;
-      currentIndex = e.i;
-      currentBase = sentEnd;
+      fileBase.set(e.i, sentEnd);
       let start = 0;
       if (opts.resume) {
         start = await race(new Promise<number>((resolve) => (resumeWaiter = { i: e.i, resolve })));
