@@ -3,7 +3,7 @@
 // consumer that acked it. Also survives a torn journal tail.
 import { after, it } from "node:test";
 import assert from "node:assert/strict";
-import { appendFileSync, readFileSync } from "node:fs";
+import { appendFileSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { startEmbeddedBroker, type EmbeddedBroker } from "../harness/embedded-broker";
 import { RawClient, type ReceivedFrame } from "./raw-client";
@@ -88,4 +88,40 @@ it("kill -9 with persistent messages queued and unacked: all delivered after res
   await e.withReceipt("SUBSCRIBE", { id: "s", destination: q, ack: "client-individual" });
   assert.deepEqual(await drain(e, 500), []);
   assert.ok(readFileSync(join(broker.dataDir, "broker.pid"), "utf8").trim() === String(broker.pid));
+});
+
+it("compacts a mostly-acked journal while running, and recovers from the compacted file", async () => {
+  const b = await startEmbeddedBroker({ extraArgs: ["--journal-compact-bytes", "262144"] });
+  try {
+    const q = "/queue/compact";
+    const c = await RawClient.login(b.port);
+    clients.push(c);
+    await c.withReceipt("SUBSCRIBE", { id: "s", destination: q, ack: "client-individual", "prefetch-count": "100" });
+    const body = "x".repeat(1024);
+    const keep = new Set<string>();
+    let received = 0;
+    for (let i = 0; i < 1000; i++) c.frame("SEND", { destination: q, persistent: "true" }, `${i}:${body}`);
+    while (received < 1000) {
+      const m = await c.next();
+      received++;
+      const n = Number(m.body.toString().split(":")[0]);
+      if (n % 200 === 0) keep.add(String(n));
+      else c.frame("ACK", { id: m.headers.ack! });
+    }
+    await c.untilReceipt("SEND", { destination: "/queue/compact.flush" }, "barrier");
+    const deadline = Date.now() + 5000;
+    while (!/journal compacted/.test(b.log()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.match(b.log(), /journal compacted/);
+    const size = statSync(join(b.dataDir, "journal.log")).size;
+    assert.ok(size < 600_000, `journal is ${size} bytes after compaction (1000 × 1 KiB were written)`);
+    await b.kill("SIGKILL");
+    await b.restart();
+    const d = await RawClient.login(b.port);
+    clients.push(d);
+    await d.withReceipt("SUBSCRIBE", { id: "s", destination: q, ack: "client-individual" });
+    const back = (await drain(d, 800)).map((m) => m.body.toString().split(":")[0]!);
+    assert.deepEqual(back.sort(), [...keep].sort());
+  } finally {
+    await b.stop();
+  }
 });

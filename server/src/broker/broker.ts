@@ -30,6 +30,8 @@ export interface BrokerLimits extends ParserLimits {
   maxTransactionFrames: number;
   /** Floor for negotiated heart-beat intervals. */
   minHeartbeatMs: number;
+  /** Journal size from which a mostly-dead journal is compacted. */
+  journalCompactBytes: number;
 }
 
 export const defaultLimits: BrokerLimits = {
@@ -45,6 +47,7 @@ export const defaultLimits: BrokerLimits = {
   maxTransactions: 64,
   maxTransactionFrames: 10_000,
   minHeartbeatMs: 100,
+  journalCompactBytes: 16 * 1024 * 1024,
 };
 
 export interface BrokerOptions {
@@ -126,7 +129,8 @@ export class Broker implements QueueOwner {
 
   private recover(dir: string): void {
     mkdirSync(dir, { recursive: true });
-    const journal = new Journal(dir, () => this.snapshotRecords(), (err) => this.log(`journal error: ${err.message}`));
+    const journal = new Journal(dir, () => this.snapshotRecords(), (err) => this.log(`journal error: ${err.message}`), this.limits.journalCompactBytes);
+    journal.onCompact = (before, after) => this.log(`journal compacted: ${before} → ${after} bytes`);
     const r = journal.recover();
     for (const [name, rq] of r.queues) {
       const q = new Queue(name, { ...queueDefaults, ...rq.args, durable: true }, this);

@@ -136,6 +136,8 @@ export class Journal {
   private readonly liveSize = new Map<number, number>();
   private readonly syncTimer: NodeJS.Timeout;
   private closed = false;
+  /** Called after each compaction with the sizes before and after. */
+  onCompact: ((before: number, after: number) => void) | undefined;
 
   /**
    * @param compactSource yields the records that rebuild current state (declares, then live
@@ -296,8 +298,10 @@ export class Journal {
   private maybeCompact(): void {
     if (this.fileBytes < this.compactMinBytes || this.liveBytes * 2 > this.fileBytes) return;
     try {
+      const before = this.fileBytes;
       const records = this.compactSource();
       this.rewrite(records);
+      this.onCompact?.(before, this.fileBytes);
     } catch (err) {
       this.onError(err as Error);
     }

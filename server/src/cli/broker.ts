@@ -19,7 +19,8 @@ const usage = `usage: vmc broker [--port P] [--host H] [--data DIR] [--users FIL
   --max-body BYTES      largest frame body (default 64 MiB)
   --max-connections N   (default 10000)
   --connect-timeout MS  time allowed before CONNECT (default 10000)
-  --max-queued-bytes B  messages held before SENDs are refused (default 1 GiB)`;
+  --max-queued-bytes B  messages held before SENDs are refused (default 1 GiB)
+  --journal-compact-bytes B  compact a mostly-dead journal from this size (default 16 MiB)`;
 
 export async function main(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -33,6 +34,7 @@ export async function main(argv: string[]): Promise<number> {
       "max-connections": { type: "string" },
       "connect-timeout": { type: "string" },
       "max-queued-bytes": { type: "string" },
+      "journal-compact-bytes": { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -55,6 +57,7 @@ export async function main(argv: string[]): Promise<number> {
   num("max-connections", values["max-connections"], "maxConnections");
   num("connect-timeout", values["connect-timeout"], "connectTimeoutMs");
   num("max-queued-bytes", values["max-queued-bytes"], "maxQueuedBytes");
+  num("journal-compact-bytes", values["journal-compact-bytes"], "journalCompactBytes");
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} vmc broker: ${line}\n`);
   const users = loadUsers(values.users ?? join(dataDir, "users.json"));
   const broker = new Broker({ host: values.host, port, dataDir, users, limits, log });
