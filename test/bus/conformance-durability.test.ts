@@ -50,6 +50,19 @@ forEachBroker("durability and reply queues", (fx) => {
     assert.equal(await cycle(300), "marker", "the expired queue still held its message");
   });
 
+  test("a SEND that does not repeat a queue's x-expires gets ERROR precondition_failed and is not delivered", async (t) => {
+    if (!fx.present(t)) return;
+    if (!fx.quirks.queueExpiryHeaders) return t.skip(`${fx.target.name} ignores x-expires (documented)`);
+    const q = fx.dest("/queue/", "inequivalent");
+    const inbox = await subscribe(await client(fx), q, { "x-expires": "60000" });
+    const { client: responder } = await fx.session();
+    responder.send("SEND", { destination: q, receipt: "bare" }, "without args");
+    const err = await responder.expect("ERROR");
+    assert.match(`${err.headers.message ?? ""} ${err.body.toString()}`, /precondition_failed|inequivalent/i);
+    await publishConfirmed(await client(fx), q, "marker", { "x-expires": "60000" });
+    assert.equal((await inbox.next()).body, "marker", "the refused SEND was delivered");
+  });
+
   test("an auto-delete queue is deleted, with its messages, when its last subscriber leaves", async (t) => {
     if (!fx.present(t)) return;
     if (!fx.quirks.queueExpiryHeaders) return t.skip(`${fx.target.name} ignores auto-delete (documented)`);
