@@ -225,11 +225,13 @@ class Agent implements AgentHandle {
   private async route(m: BusMessage): Promise<void> {
     const max = this.options.maxInboxBytes ?? 32 * 1024 * 1024;
     if (m.binaryBody.byteLength > max) return this.log("warn", `dropped an inbox message of ${m.binaryBody.byteLength} bytes (limit ${max})`);
+    if (m.headers["vmc-type"] !== undefined) {
+      for (const p of this.plugins) if (p.onInboxBinary && (await p.onInboxBinary(m))) return;
+    }
     let json: unknown;
     try {
       json = JSON.parse(m.body);
     } catch {
-      for (const p of this.plugins) if (p.onInboxBinary && (await p.onInboxBinary(m))) return;
       return this.log("warn", "dropped an inbox message that is not JSON");
     }
     const type = typeof json === "object" && json !== null ? (json as { type?: unknown }).type : undefined;

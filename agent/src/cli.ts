@@ -27,7 +27,8 @@ export async function main(argv: string[]): Promise<number> {
     labels: settings.labels,
     controllerKey: key,
     stateDir: settings.stateDir,
-    plugins: defaultPlugins(),
+    heartbeatIntervalMs: settings.heartbeatMs,
+    plugins: defaultPlugins({ inVm: settings.inVm, dataListen: settings.dataListen, noTransfer: settings.noTransfer }),
   });
   agent.bus.onState((state) => {
     if (state === "connected") process.stderr.write(`vmc agent ${settings.id}: connected to ${agent.bus.brokerUrl}\n`);

@@ -28,7 +28,7 @@ export interface AgentPluginInstance {
    * handled; the agent acks the message once the returned promise settles.
    */
   onInboxJson?(type: string, json: unknown, message: BusMessage): boolean | Promise<boolean>;
-  /** A non-JSON (binary) inbox message; same contract. */
+  /** A message with a `vmc-type` header (binary frames), offered before any JSON parsing; same contract. */
   onInboxBinary?(message: BusMessage): boolean | Promise<boolean>;
   stop?(): Promise<void>;
 }

@@ -21,6 +21,13 @@ export interface AgentSettings {
   /** base64 raw Ed25519 public key; undefined → the controller key in $VMC_HOME/keys. */
   key?: string;
   stateDir: string;
+  /** Presence HEARTBEAT period, ms. */
+  heartbeatMs?: number;
+  /** The id came from the kernel command line or the guest init's environment: running inside a VM. */
+  inVm: boolean;
+  /** `host:port` for the transfer data endpoint. */
+  dataListen?: string;
+  noTransfer: boolean;
 }
 
 const ConfigFile = z.object({
@@ -32,10 +39,12 @@ const ConfigFile = z.object({
 });
 
 export const AGENT_USAGE = `usage: vmc agent --id ID [--broker URL] [--label k=v]... [--config FILE] [--key PUBKEY_B64] [--state-dir DIR]
+                 [--heartbeat-ms N] [--data-listen HOST:PORT] [--no-transfer]
 
 Runs the guest agent: announces itself on the bus and runs signed commands from its inbox.
 Settings also come from a JSON config file ({"id","broker","labels","key","stateDir"}), the
-environment (VMC_AGENT_ID, VMC_BROKER, VMC_CONTROLLER_KEY, VMC_LABELS=k=v,k2=v2, VMC_AGENT_STATE)
+environment (VMC_AGENT_ID, VMC_BROKER, VMC_CONTROLLER_KEY, VMC_LABELS=k=v,k2=v2, VMC_AGENT_STATE,
+VMC_AGENT_HEARTBEAT_MS)
 and, inside a VM, the kernel command line (vmc_id=, vmc_broker=, vmc_key=, vmc_labels=, vmc_state=).
 Without a key the controller public key in $VMC_HOME/keys is used.`;
 
@@ -94,6 +103,9 @@ export function resolveSettings(argv: string[], sources: SettingsSources = {}): 
       config: { type: "string" },
       key: { type: "string" },
       "state-dir": { type: "string" },
+      "heartbeat-ms": { type: "string" },
+      "data-listen": { type: "string" },
+      "no-transfer": { type: "boolean" },
     },
     strict: true,
     allowPositionals: false,
@@ -112,13 +124,20 @@ export function resolveSettings(argv: string[], sources: SettingsSources = {}): 
   const labels = values.label?.length
     ? parseLabels(values.label)
     : (file.labels ?? parseLabels([env.VMC_LABELS ?? cmdline.labels ?? ""]));
+  const heartbeat = values["heartbeat-ms"] ?? env.VMC_AGENT_HEARTBEAT_MS;
+  const heartbeatMs = heartbeat === undefined ? undefined : Number(heartbeat);
+  if (heartbeatMs !== undefined && !(Number.isInteger(heartbeatMs) && heartbeatMs >= 50)) throw new Error(`--heartbeat-ms '${heartbeat}': an integer ≥ 50`);
   const settings: AgentSettings = {
     id,
     labels,
+    inVm: !values.id && !file.id && !env.VMC_AGENT_ID && (env.VMC_ID !== undefined || cmdline.id !== undefined),
+    noTransfer: values["no-transfer"] ?? false,
     stateDir: values["state-dir"] ?? file.stateDir ?? env.VMC_AGENT_STATE ?? cmdline.state ?? join(vmcHome(env), "agents", id),
   };
   const broker = normaliseBroker(values.broker ?? file.broker ?? env.VMC_BROKER ?? cmdline.broker);
   if (broker) settings.brokerUrl = broker;
+  if (heartbeatMs !== undefined) settings.heartbeatMs = heartbeatMs;
+  if (values["data-listen"]) settings.dataListen = values["data-listen"];
   const key = values.key ?? file.key ?? env.VMC_CONTROLLER_KEY ?? env.VMC_KEY ?? cmdline.key;
   if (key) settings.key = key;
   return settings;

@@ -22,6 +22,9 @@ forEachBroker("agent executes commands", (brokers) => {
     if (!r) return;
     assert.deepEqual(r.hello.labels, { role: "worker", zone: "a" });
     assert.equal(r.hello.capabilities.exec, true);
+    assert.equal(r.hello.capabilities.transfer, true);
+    assert.equal(r.hello.dataEndpoint?.host, "127.0.0.1");
+    assert.ok((r.hello.dataEndpoint?.port ?? 0) > 0, "a host agent's data endpoint listens on an ephemeral port");
     const cmd = r.controller.run(r.id, { argv: ["sh", "-c", 'echo "out $0"; echo err >&2; exit 3', "$HOME"] });
     await r.controller.send(r.id, cmd);
     const result = await r.controller.result(cmd.cmdId);
