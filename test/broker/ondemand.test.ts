@@ -6,7 +6,10 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { spawn, spawnSync } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { ensureBroker } from "@vmc/server/broker/ondemand";
+import { requireComponent } from "../harness/components";
 import { freePort } from "../harness/ports";
 import { vmcBundle } from "../harness/embedded-broker";
 import { RawClient } from "./raw-client";
@@ -67,4 +70,27 @@ it("concurrent callers race safely: exactly one broker is started", async () => 
   const c = await RawClient.login(Number(new URL(url).port));
   await c.withReceipt("SEND", { destination: "/queue/x" }, "still serving");
   c.destroy();
+});
+
+it("on the real default address (61613) inside an isolated network namespace", async (t) => {
+  const unshare = spawnSync("unshare", ["--net", "true"]);
+  if (!requireComponent(t, "unshare --net (root)", unshare.status === 0, "run as root with util-linux")) return;
+  const home = mkdtempSync(join(tmpdir(), "vmc-home-"));
+  dirs.push(home);
+  const script = fileURLToPath(new URL("./fixtures/ensure-default.ts", import.meta.url));
+  const child = spawn("unshare", ["--net", "sh", "-c", `ip link set lo up && exec "${process.execPath}" --import tsx "${script}"`], {
+    env: { ...process.env, VMC_HOME: home, VMC_BROKER: "" },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
+  const pidFile = join(home, "broker", "broker.pid");
+  if (existsSync(pidFile)) pids.push(Number(readFileSync(pidFile, "utf8")));
+  assert.equal(code, 0, err);
+  assert.deepEqual(JSON.parse(out.trim().split("\n").pop()!), { first: { started: true }, second: { started: false }, answers: true });
+  assert.match(readFileSync(join(home, "broker", "broker.log"), "utf8"), /listening on 127\.0\.0\.1:61613/);
 });
