@@ -1,0 +1,284 @@
+/**
+ * bench/exec: how fast a command gets to an agent and back, against its peers, in one run.
+ *
+ * - floor: `true` spawned locally with child_process;
+ * - VM Controller: `true` on one agent (a real `vmc agent` process) through the embedded broker
+ *   and through RabbitMQ, from a Fleet kept open (as the editor or a BOINC wrapper keeps it);
+ * - SSH: `true` through node-ssh on a kept-open connection to Debian's sshd on loopback (our own
+ *   sshd: throwaway host and user keys in a temp dir);
+ * - fan-out: one `true` to 1,000 agents (hosted 250 per process by bench/exec/agent-host.ts,
+ *   sharing one connection per process) until all 1,000 are accounted for.
+ *
+ * `npm run bench -- exec`. Options (env): BENCH_EXEC_N (round trips per peer, default 200),
+ * BENCH_EXEC_FANOUT (agents, default 1000), BENCH_EXEC_SKIP (comma list: rabbitmq,ssh,fanout).
+ */
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { cpus, loadavg, tmpdir, userInfo } from "node:os";
+import { join } from "node:path";
+import { NodeSSH } from "node-ssh";
+import { BusClient } from "@vmc/server/bus/client";
+import { Fleet } from "@vmc/server/fleet/fleet";
+import { parseTarget } from "@vmc/server/fleet/target";
+import { loadOrCreateControllerKeys, type ControllerKeys } from "@vmc/server/store/keys";
+import { startEmbeddedBroker, vmcBundle } from "../../test/harness/embedded-broker";
+import { rabbitMqInstalled, startRabbitMq } from "../../test/harness/rabbitmq";
+import { freePort } from "../../test/harness/ports";
+
+const N = Number(process.env.BENCH_EXEC_N ?? 200);
+const FANOUT = Number(process.env.BENCH_EXEC_FANOUT ?? 1000);
+const PER_HOST = 250;
+const skip = new Set((process.env.BENCH_EXEC_SKIP ?? "").split(",").filter(Boolean));
+
+const groups: ChildProcess[] = [];
+const cleanups: Array<() => Promise<void> | void> = [];
+function killGroups(): void {
+  for (const c of groups) {
+    try {
+      process.kill(-c.pid!, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+}
+process.on("exit", killGroups);
+
+interface Latency {
+  name: string;
+  p50: number;
+  p99: number;
+  mean: number;
+  n: number;
+}
+
+function summarise(name: string, samples: number[]): Latency {
+  const s = [...samples].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+  return { name, p50: at(0.5), p99: at(0.99), mean: s.reduce((a, b) => a + b, 0) / s.length, n: s.length };
+}
+
+async function measure(name: string, once: () => Promise<void>, n = N, warmup = 10): Promise<Latency> {
+  for (let i = 0; i < warmup; i++) await once();
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await once();
+    samples.push(performance.now() - t0);
+  }
+  const r = summarise(name, samples);
+  process.stderr.write(`  ${name}: p50 ${r.p50.toFixed(2)} ms, p99 ${r.p99.toFixed(2)} ms\n`);
+  return r;
+}
+
+function localSpawn(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("true", [], { stdio: "ignore" });
+    child.on("error", reject);
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`true exited ${code}`))));
+  });
+}
+
+function spawnGroup(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  groups.push(child);
+  child.stderr!.on("data", () => {});
+  return child;
+}
+
+function waitLine(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    const timer = setTimeout(() => reject(new Error(`no ${pattern} within ${timeoutMs} ms: ${text.slice(-500)}`)), timeoutMs);
+    child.stdout!.on("data", (c: Buffer) => {
+      text += c.toString();
+      const m = pattern.exec(text);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[0]);
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`exited ${code} before ${pattern}: ${text.slice(-500)}`)));
+  });
+}
+
+async function openFleet(url: string, keys: ControllerKeys): Promise<{ fleet: Fleet; bus: BusClient }> {
+  const bus = new BusClient({ brokerUrl: url, name: "bench", log: () => {} });
+  await bus.connect(30_000);
+  const fleet = await Fleet.open({ bus, keys, log: () => {} });
+  cleanups.push(async () => {
+    await fleet.close();
+    await bus.close();
+  });
+  return { fleet, bus };
+}
+
+/** Waits until `count` agents matching `pattern` are online in the fleet's registry. */
+async function waitAgents(fleet: Fleet, pattern: string, count: number, timeoutMs: number): Promise<number> {
+  const target = parseTarget(pattern);
+  const t0 = performance.now();
+  const known = () => fleet.registry.online().filter((a) => target.terms[0]!.clauses[0]!.regex.test(a.agentId)).length;
+  while (known() < count) {
+    if (performance.now() - t0 > timeoutMs) throw new Error(`only ${known()} of ${count} agents after ${timeoutMs} ms`);
+    await fleet.discover({ quietMs: 300, firstAnswerMs: 2000, maxMs: 10_000 });
+  }
+  return performance.now() - t0;
+}
+
+async function roundTrip(name: string, url: string, home: string, keys: ControllerKeys): Promise<Latency> {
+  const agent = spawnGroup([vmcBundle, "agent", "--id", "bench.rt", "--broker", url, "--key", keys.publicKey, "--state-dir", join(home, `agent-${name}`)], {
+    VMC_HOME: home,
+  });
+  void agent;
+  const { fleet } = await openFleet(url, keys);
+  await waitAgents(fleet, "bench.rt", 1, 30_000);
+  const target = parseTarget("bench.rt");
+  return measure(name, async () => {
+    const run = await fleet.send(target, { target: "bench.rt", argv: ["true"] });
+    const report = await run.done;
+    if (!report.ok) throw new Error(`${name}: ${JSON.stringify(report.targets[0]?.reason)}`);
+  });
+}
+
+async function startSshd(dir: string): Promise<{ port: number; key: string }> {
+  mkdirSync("/run/sshd", { recursive: true, mode: 0o755 });
+  const hostKey = join(dir, "host_ed25519");
+  const userKey = join(dir, "user_ed25519");
+  for (const k of [hostKey, userKey]) {
+    const r = spawnSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", k], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`ssh-keygen: ${r.stderr}`);
+  }
+  // SHLVL=1 makes the login shell a nested one, so bash does not source ~/.bashrc for sshd
+  // (Debian's bash does for ssh sessions): a developer machine's rc files (pyenv, nvm...) would
+  // otherwise dominate every exec and flatter VM Controller.
+  writeFileSync(join(dir, "authorized_keys"), `environment="SHLVL=1" ${readFileSync(`${userKey}.pub`, "utf8")}`, { mode: 0o600 });
+  const port = await freePort();
+  const config = join(dir, "sshd_config");
+  writeFileSync(
+    config,
+    [
+      `ListenAddress 127.0.0.1`,
+      `HostKey ${hostKey}`,
+      `AuthorizedKeysFile ${join(dir, "authorized_keys")}`,
+      `PidFile ${join(dir, "sshd.pid")}`,
+      `StrictModes no`,
+      `UsePAM no`,
+      `PasswordAuthentication no`,
+      `KbdInteractiveAuthentication no`,
+      `PubkeyAuthentication yes`,
+      `PermitRootLogin prohibit-password`,
+      `PermitUserEnvironment SHLVL`,
+      `LogLevel ERROR`,
+      "",
+    ].join("\n"),
+  );
+  const sshd = spawn("/usr/sbin/sshd", ["-D", "-e", "-f", config, "-p", String(port)], { detached: true, stdio: ["ignore", "ignore", "pipe"] });
+  groups.push(sshd);
+  let log = "";
+  sshd.stderr!.on("data", (c: Buffer) => (log += c.toString()));
+  cleanups.push(() => {
+    if (log) process.stderr.write(`sshd: ${log.slice(-2000)}\n`);
+  });
+  return { port, key: readFileSync(userKey, "utf8") };
+}
+
+async function sshRoundTrip(dir: string): Promise<Latency> {
+  const { port, key } = await startSshd(dir);
+  const ssh = new NodeSSH();
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      await ssh.connect({ host: "127.0.0.1", port, username: userInfo().username, privateKey: key, readyTimeout: 5000 });
+      break;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  cleanups.push(() => ssh.dispose());
+  return measure("ssh exec (node-ssh, kept-open connection)", async () => {
+    const r = await ssh.execCommand("true");
+    if (r.code !== 0) throw new Error(`ssh true: ${r.code} ${r.stderr}`);
+  });
+}
+
+async function fanOut(url: string, home: string, keys: ControllerKeys): Promise<{ agents: number; discoverMs: number; fanoutMs: number; ok: number; statuses: string }> {
+  const hosts = Math.ceil(FANOUT / PER_HOST);
+  const host = join(import.meta.dirname, "agent-host.ts");
+  const started = performance.now();
+  const children = Array.from({ length: hosts }, (_, h) =>
+    spawnGroup(["--import", "tsx", host, url, keys.publicKey, join(home, "fan"), `fan.${h}`, String(Math.min(PER_HOST, FANOUT - h * PER_HOST))]),
+  );
+  await Promise.all(children.map((c) => waitLine(c, /ready \d+/, 180_000)));
+  process.stderr.write(`  ${FANOUT} agents started in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+  const { fleet } = await openFleet(url, keys);
+  const t0 = performance.now();
+  await waitAgents(fleet, "fan.**", FANOUT, 60_000);
+  const discoverMs = performance.now() - t0;
+  const target = parseTarget("fan.**");
+  // Warm-up (the first spawn of each host's executors pays for module loading).
+  await (await fleet.send(target, { target: "fan.**", argv: ["true"] })).done;
+  const t1 = performance.now();
+  const run = await fleet.send(target, { target: "fan.**", argv: ["true"] });
+  const report = await run.done;
+  const fanoutMs = performance.now() - t1;
+  const statuses = Object.entries(report.counts)
+    .filter(([, n]) => n > 0)
+    .map(([s, n]) => `${n} ${s}`)
+    .join(", ");
+  return { agents: report.targets.length, discoverMs, fanoutMs, ok: report.counts.succeeded, statuses };
+}
+
+function row(cells: string[], widths: number[]): string {
+  return cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "vmc-bench-exec-"));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const keys = loadOrCreateControllerKeys(dir);
+  process.stderr.write(`bench/exec: ${cpus().length} CPUs, load average ${loadavg().map((l) => l.toFixed(1)).join(" ")}; N=${N}\n`);
+  const results: Latency[] = [];
+  results.push(await measure("local spawn of true (floor)", localSpawn));
+
+  const embedded = await startEmbeddedBroker();
+  cleanups.push(() => embedded.stop());
+  results.push(await roundTrip("vmc run, embedded broker", embedded.url, dir, keys));
+
+  if (!skip.has("rabbitmq") && rabbitMqInstalled()) {
+    const rabbit = await startRabbitMq();
+    cleanups.push(() => rabbit.stop());
+    results.push(await roundTrip("vmc run, RabbitMQ", rabbit.url, dir, keys));
+  }
+  let ssh: Latency | undefined;
+  if (!skip.has("ssh") && existsSync("/usr/sbin/sshd")) {
+    ssh = await sshRoundTrip(dir);
+    results.push(ssh);
+  }
+  let fan: Awaited<ReturnType<typeof fanOut>> | undefined;
+  if (!skip.has("fanout")) fan = await fanOut(embedded.url, dir, keys);
+
+  const floor = results[0]!;
+  const widths = [44, 10, 10, 12, 12];
+  const lines = [
+    row(["round trip of `true`", "p50 ms", "p99 ms", "p50/spawn", "ssh/this p50"], widths),
+    ...results.map((r) =>
+      row([r.name, r.p50.toFixed(2), r.p99.toFixed(2), `${(r.p50 / floor.p50).toFixed(2)}x`, ssh ? `${(ssh.p50 / r.p50).toFixed(2)}x` : "-"], widths),
+    ),
+  ];
+  console.log(`\n${lines.join("\n")}`);
+  if (fan) {
+    console.log(
+      `\nfan-out: one \`true\` to ${fan.agents} agents (${Math.ceil(FANOUT / PER_HOST)} host processes, ${PER_HOST} agents each): ` +
+        `all accounted for in ${fan.fanoutMs.toFixed(0)} ms (${fan.statuses}); discovery of ${FANOUT} agents took ${fan.discoverMs.toFixed(0)} ms`,
+    );
+  }
+  console.log(`\ngoals: p50 within 3x local spawn; >= 5x faster than ssh exec; 1,000-agent fan-out <= 2000 ms.`);
+  console.log(`load average at the end: ${loadavg().map((l) => l.toFixed(1)).join(" ")} on ${cpus().length} CPUs`);
+}
+
+try {
+  await main();
+} finally {
+  for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
+  killGroups();
+}
