@@ -43,7 +43,10 @@ export async function createOverlay(home: string, base: string, overlay: string)
     mkdirSync(dir, { recursive: true });
     const tmp = join(dir, `.${key}-${process.pid}-${randomBytes(4).toString("hex")}.qcow2`);
     try {
-      // qemu-img opens the base to read its size, so a corrupt base fails here, clearly.
+      // Once per base: a corrupt one fails here, clearly, instead of as I/O errors in the guest.
+      await qemuImg(["check", "-q", "-f", "qcow2", base], "check the base disk").catch((err: Error) => {
+        throw imageMissing(base, `qemu-img check: ${err.message.replace(/^qemu: check the base disk failed: /, "")}`);
+      });
       await qemuImg(overlayArgs(base, tmp), "create the disk overlay");
       renameSync(tmp, prototype);
     } finally {
