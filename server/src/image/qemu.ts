@@ -28,6 +28,6 @@ export function guestQemuArgs(image: GuestImage, o: GuestBootOptions): string[] 
     "-kernel", image.kernel, "-initrd", image.initrd, "-append", `${image.cmdline} ${o.vmcWords}`,
     "-drive", `file=${image.rootfs},format=raw,if=none,id=ro,readonly=on`, "-device", "virtio-blk-pci,drive=ro",
     "-drive", `file=${o.overlay},format=qcow2,if=none,id=state,discard=unmap`, "-device", "virtio-blk-pci,drive=state",
-    "-netdev", `user,id=n0,restrict=on,${fwd}`, "-device", "virtio-net-pci,netdev=n0",
+    "-netdev", `user,id=n0,restrict=on,${fwd}`, "-device", "virtio-net-pci,netdev=n0,romfile=",
   ];
 }
