@@ -91,6 +91,33 @@ describe("queue declaration", () => {
   });
 });
 
+describe("non-durable /queue/ (RabbitMQ makes it exclusive)", () => {
+  it("durable:false: other connections get RESOURCE_LOCKED; the queue goes with its connection", async () => {
+    const name = unique("excl");
+    const owner = await client();
+    await owner.withReceipt("SUBSCRIBE", { id: "s", destination: `/queue/${name}`, durable: "false" });
+    const other = await client();
+    other.frame("SEND", { destination: `/queue/${name}`, durable: "false" }, "x");
+    const f = await other.next();
+    assert.equal(f.command, "ERROR");
+    assert.match(f.body.toString(), /RESOURCE_LOCKED/);
+    owner.destroy();
+    await owner.waitClosed();
+    const probe = await client();
+    let gone = false;
+    for (let i = 0; i < 50 && !gone; i++) {
+      const c = await client();
+      c.frame("SUBSCRIBE", { id: "p", destination: `/amq/queue/${name}`, receipt: "r" });
+      const answer = await c.next();
+      gone = answer.command === "ERROR" && /NOT_FOUND/.test(answer.body.toString());
+      c.destroy();
+      if (!gone) await new Promise((r) => setTimeout(r, 20)); // the broker sees the close a moment later
+    }
+    probe.destroy();
+    assert.ok(gone, "exclusive queue deleted when its connection closed");
+  });
+});
+
 describe("durable topic subscriptions", () => {
   it("keep messages while the subscriber is away, and expire with x-expires", async () => {
     const key = unique("dts");
@@ -227,7 +254,7 @@ describe("expiry and reply queues", () => {
   it("x-expires deletes an unused queue", async () => {
     const name = unique("xexp");
     const c = await client();
-    await c.withReceipt("SUBSCRIBE", { id: "s", destination: `/queue/${name}`, "x-expires": "200", durable: "false" });
+    await c.withReceipt("SUBSCRIBE", { id: "s", destination: `/queue/${name}`, "x-expires": "200" });
     await c.withReceipt("UNSUBSCRIBE", { id: "s" });
     await new Promise((r) => setTimeout(r, 1500)); // sweep runs each second
     c.frame("SEND", { destination: `/amq/queue/${name}` }, "x");

@@ -75,6 +75,8 @@ export class Broker implements QueueOwner {
   private readonly exactBindings = new Map<string, Set<Queue>>();
   private readonly wildcardBindings = new Map<Queue, string[]>();
   private readonly bindingOf = new Map<Queue, string>();
+  /** Queues with `x-expires`, checked every tick (RabbitMQ expires them within ms, not seconds). */
+  private readonly expiring = new Set<Queue>();
   private readonly persistentLive = new Map<number, { queue: string; m: StoredMessage }>();
   private journal: Journal | undefined;
   private nextId = 1;
@@ -135,6 +137,7 @@ export class Broker implements QueueOwner {
     for (const [name, rq] of r.queues) {
       const q = new Queue(name, { ...queueDefaults, ...rq.args, durable: true }, this);
       this.queues.set(name, q);
+      if (q.args.expires > 0) this.expiring.add(q);
       if (rq.binding !== undefined) this.bind(q, rq.binding);
     }
     this.nextId = r.maxId + 1;
@@ -221,6 +224,7 @@ export class Broker implements QueueOwner {
   deleteQueue(q: Queue): void {
     if (this.queues.get(q.name) !== q) return;
     this.queues.delete(q.name);
+    this.expiring.delete(q);
     for (const m of q.drain()) this.finish(m);
     this.unbind(q);
     if (q.args.durable && q.exclusiveTo === undefined) this.journal?.deleteQueue(q.name);
@@ -237,27 +241,35 @@ export class Broker implements QueueOwner {
 
   /**
    * Declares `/queue/<name>` from a frame's headers, as RabbitMQ does on SEND and SUBSCRIBE: an
-   * existing queue must be declared with equivalent arguments (absent headers mean defaults).
+   * existing queue must be declared with equivalent arguments (absent headers mean defaults), and
+   * `durable:false` makes an exclusive queue of the declaring connection (auto-delete unless told
+   * otherwise), which other connections cannot declare (RESOURCE_LOCKED).
    */
-  private declare(name: string, headers: Map<string, string>): Queue | string {
+  private declare(c: Connection, name: string, headers: Map<string, string>): Queue | string {
     const args = queueArgs(headers);
     if (typeof args === "string") return args;
+    const exclusive = !args.durable;
+    if (exclusive && !headers.has("auto-delete")) args.autoDelete = true;
     const existing = this.queues.get(name);
     if (existing) {
-      if (existing.exclusiveTo !== undefined) return existing;
+      if (existing.exclusiveTo !== undefined && existing.exclusiveTo !== c.id) return `RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '${name}' in vhost '/'`;
       const diff = inequivalence(name, existing.args, args);
-      return diff ?? existing;
+      if (diff) return diff;
+      existing.lastUsed = Date.now(); // redeclaring renews an x-expires lease, as in RabbitMQ
+      return existing;
     }
-    const q = new Queue(name, args, this);
+    const q = new Queue(name, args, this, exclusive ? c.id : undefined);
     this.queues.set(name, q);
-    if (args.durable) this.journal?.declare(name, args);
+    if (args.expires > 0) this.expiring.add(q);
+    if (exclusive) c.ownQueue(q);
+    else this.journal?.declare(name, args);
     return q;
   }
 
   /** The queue a SUBSCRIBE consumes from, or the reason it cannot. */
   subscribeQueue(c: Connection, d: Destination, headers: Map<string, string>): { queue: Queue; owned: boolean } | string {
     if (d.kind === "queue") {
-      const q = d.declare ? this.declare(d.name, headers) : this.queues.get(d.name);
+      const q = d.declare ? this.declare(c, d.name, headers) : this.queues.get(d.name);
       if (q === undefined) return `NOT_FOUND - no queue '${d.name}' in vhost '/'`;
       if (typeof q === "string") return q;
       if (q.exclusiveTo !== undefined && q.exclusiveTo !== c.id) return `RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '${d.name}' in vhost '/'`;
@@ -275,6 +287,7 @@ export class Broker implements QueueOwner {
         args.durable = true;
         q = new Queue(name, args, this);
         this.queues.set(name, q);
+        if (args.expires > 0) this.expiring.add(q);
         this.bind(q, d.key);
         this.journal?.declare(name, args, d.key);
       } else if (q.exclusiveTo !== undefined) return `RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '${name}' in vhost '/'`;
@@ -288,7 +301,7 @@ export class Broker implements QueueOwner {
   }
 
   /** Routes a SEND. Returns [summary, detail] when refused. */
-  publish(_c: Connection, dest: string, d: Destination, f: Frame, replyTo: string | undefined): [string, string] | undefined {
+  publish(c: Connection, dest: string, d: Destination, f: Frame, replyTo: string | undefined): [string, string] | undefined {
     const exp = f.headers.get("expiration");
     let expiresAt = 0;
     if (exp !== undefined) {
@@ -305,9 +318,9 @@ export class Broker implements QueueOwner {
     const persistent = f.headers.get("persistent") === "true";
     const base: StoredMessage = { id: 0, destination: dest, headers, body: f.body, persistent, expiresAt, redelivered: false, journaled: false };
     if (d.kind === "queue") {
-      const q = d.declare ? this.declare(d.name, f.headers) : this.queues.get(d.name);
+      const q = d.declare ? this.declare(c, d.name, f.headers) : this.queues.get(d.name);
       if (q === undefined) return ["not_found", `NOT_FOUND - no queue '${d.name}' in vhost '/'`];
-      if (typeof q === "string") return [q.startsWith("PRECONDITION_FAILED") ? "precondition_failed" : "Bad header", q];
+      if (typeof q === "string") return [q.startsWith("PRECONDITION_FAILED") ? "precondition_failed" : q.startsWith("RESOURCE_LOCKED") ? "resource_locked" : "Bad header", q];
       this.enqueue(q, base);
       return undefined;
     }
@@ -373,12 +386,10 @@ export class Broker implements QueueOwner {
       }
       if (c.hbOut > 0 && now - c.lastWrite >= c.hbOut) c.heartbeat();
     }
+    for (const q of this.expiring) if (q.consumers.length === 0 && now - q.lastUsed > q.args.expires) this.deleteQueue(q);
     if (now - this.lastExpirySweep >= 1000) {
       this.lastExpirySweep = now;
-      for (const q of [...this.queues.values()]) {
-        q.expireHead(now);
-        if (q.args.expires > 0 && q.consumers.length === 0 && now - q.lastUsed > q.args.expires) this.deleteQueue(q);
-      }
+      for (const q of this.queues.values()) q.expireHead(now);
     }
   }
 }

@@ -49,6 +49,8 @@ export class Connection {
   private tagSeq = 0;
   private tx: Map<string, Frame[]> | undefined;
   private tempQueues: Map<string, Queue> | undefined;
+  /** Exclusive `/queue/` queues this connection declared (`durable:false`): deleted with it. */
+  private ownedQueues: Queue[] | undefined;
   /** Negotiated heart-beats in ms: we send every `hbOut`, expect data every `hbIn`. */
   hbOut = 0;
   hbIn = 0;
@@ -76,6 +78,10 @@ export class Connection {
     });
     socket.on("error", () => {});
     socket.on("close", () => this.cleanup());
+  }
+
+  ownQueue(q: Queue): void {
+    (this.ownedQueues ??= []).push(q);
   }
 
   canDeliver(): boolean {
@@ -270,7 +276,10 @@ export class Connection {
     const d = parseDestination(dest);
     if (!d || d.kind === "temp") return this.error("Unknown destination", invalidDestination(dest));
     const found = this.broker.subscribeQueue(this, d, f.headers);
-    if (typeof found === "string") return this.error(found.startsWith("NOT_FOUND") ? "not_found" : found.startsWith("PRECONDITION") ? "precondition_failed" : "Bad SUBSCRIBE", found);
+    if (typeof found === "string") {
+      const kind = found.startsWith("NOT_FOUND") ? "not_found" : found.startsWith("PRECONDITION") ? "precondition_failed" : found.startsWith("RESOURCE_LOCKED") ? "resource_locked" : "Bad SUBSCRIBE";
+      return this.error(kind, found);
+    }
     const sub = new Subscription(this, id, found.queue, ack, pf === undefined ? 0 : Number(pf), found.owned);
     this.subs.set(id, sub);
     this.receipt(f);
@@ -367,6 +376,8 @@ export class Connection {
     this.broker.inputBytes -= this.buffered;
     this.buffered = 0;
     for (const sub of [...this.subs.values()]) this.dropSubscription(sub);
+    for (const q of this.ownedQueues ?? []) this.broker.deleteQueue(q);
+    this.ownedQueues = undefined;
     this.tx = undefined;
     this.tempQueues = undefined;
     this.broker.disconnected(this);
