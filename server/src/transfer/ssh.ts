@@ -1,0 +1,342 @@
+/**
+ * Agentless transfers: the same put/get over SSH/SFTP (node-ssh) for a machine with no agent.
+ * The host-side rules are the ones of the data channel: names from the remote side are confined
+ * (paths.ts), symlinks are created only when they stay inside the tree and never written
+ * through, files land under a temporary name and are renamed when complete, declared sizes and
+ * counts are enforced, free disk space is checked first. Integrity in transit is SSH's own MAC
+ * (SFTP has no content digest); sizes are checked after each file.
+ */
+import { chmod, lstat, mkdir, rename, stat, statfs, symlink, truncate, unlink, utimes, writeFile } from "node:fs/promises";
+import { basename, dirname, join, posix } from "node:path";
+import { NodeSSH } from "node-ssh";
+import { TransferError } from "./errors";
+import { printable, safeComponents, safeName, symlinkStaysInside } from "./paths";
+import { ProgressMeter, type ProgressListener } from "./progress";
+import { DEFAULT_RECEIVE_LIMITS, partialName, type ReceiveLimits } from "./receiver";
+import { planTree } from "./walk";
+
+export interface SshTarget {
+  host: string;
+  port?: number;
+  username: string;
+  /** Path of a private key file. */
+  privateKeyPath?: string;
+  password?: string;
+  /** Accept any host key (tests, first contact). Default true: agentless machines are usually fresh VMs. */
+  readyTimeoutMs?: number;
+}
+
+/** `user@host[:port]` → parts. */
+export function parseSshSpec(spec: string): { username: string; host: string; port: number } {
+  const m = /^([^@\s]+)@(\[[^\]]+\]|[^:\s]+)(?::(\d+))?$/.exec(spec);
+  if (!m) throw new Error(`'${spec}' is not user@host[:port]`);
+  return { username: m[1]!, host: m[2]!.replace(/^\[|\]$/g, ""), port: m[3] ? Number(m[3]) : 22 };
+}
+
+interface SftpAttrs {
+  mode: number;
+  size: number;
+  mtime: number;
+  atime: number;
+}
+
+/** The part of ssh2's SFTPWrapper used here (node-ssh does not ship its types). */
+interface Sftp {
+  lstat(path: string, cb: (err: Error | undefined, attrs: SftpAttrs) => void): void;
+  stat(path: string, cb: (err: Error | undefined, attrs: SftpAttrs) => void): void;
+  readdir(path: string, cb: (err: Error | undefined, list: { filename: string; attrs: SftpAttrs }[]) => void): void;
+  readlink(path: string, cb: (err: Error | undefined, target: string) => void): void;
+  symlink(target: string, link: string, cb: (err: Error | undefined) => void): void;
+  mkdir(path: string, attrs: { mode?: number }, cb: (err: Error | undefined) => void): void;
+  unlink(path: string, cb: (err: Error | undefined) => void): void;
+  ext_openssh_rename(from: string, to: string, cb: (err: Error | undefined) => void): void;
+  setstat(path: string, attrs: { mode?: number }, cb: (err: Error | undefined) => void): void;
+  utimes(path: string, atime: number, mtime: number, cb: (err: Error | undefined) => void): void;
+  fastGet(remote: string, local: string, opts: FastOpts, cb: (err: Error | undefined) => void): void;
+  fastPut(local: string, remote: string, opts: FastOpts, cb: (err: Error | undefined) => void): void;
+  end(): void;
+}
+interface FastOpts {
+  concurrency?: number;
+  chunkSize?: number;
+  step?: (total: number, chunk: number, size: number) => void;
+}
+
+/** Files this large are probed for being one big hole (a `stat` over SSH) before copying. */
+const SPARSE_PROBE_BYTES = 64 * 1024 * 1024;
+
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const S_IFLNK = 0o120000;
+
+function call<T>(fn: (cb: (err: Error | undefined, v: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
+}
+
+export interface SshTransferOptions {
+  recursive?: boolean;
+  onProgress?: ProgressListener;
+  signal?: AbortSignal;
+  limits?: Partial<ReceiveLimits>;
+  /** Skip files already complete at the destination (same size and mtime). */
+  resume?: boolean;
+}
+
+export interface SshOutcome {
+  entries: number;
+  files: number;
+  bytes: number;
+  bytesSent: number;
+  channel: "ssh";
+  elapsedMs: number;
+  root: string;
+}
+
+export class SshTransfer {
+  private constructor(
+    readonly ssh: NodeSSH,
+    private readonly sftp: Sftp,
+  ) {}
+
+  static async connect(target: SshTarget): Promise<SshTransfer> {
+    const ssh = new NodeSSH();
+    await ssh.connect({
+      host: target.host,
+      port: target.port ?? 22,
+      username: target.username,
+      privateKeyPath: target.privateKeyPath,
+      password: target.password,
+      readyTimeout: target.readyTimeoutMs ?? 20_000,
+    });
+    const sftp = (await ssh.requestSFTP()) as unknown as Sftp;
+    return new SshTransfer(ssh, sftp);
+  }
+
+  dispose(): void {
+    this.sftp.end();
+    this.ssh.dispose();
+  }
+
+  /** Host file or tree → remote path (into it when it is a directory). */
+  async put(source: string, remotePath: string, opts: SshTransferOptions = {}): Promise<SshOutcome> {
+    const started = Date.now();
+    const plan = await planTree(source, opts.recursive ?? false);
+    const meter = new ProgressMeter(opts.onProgress);
+    meter.bytesTotal = plan.bytes;
+    meter.entriesTotal = plan.entries.length;
+    const existing = await call<SftpAttrs>((cb) => this.sftp.stat(remotePath, cb)).catch(() => undefined);
+    const root = existing && (existing.mode & S_IFMT) === S_IFDIR ? posix.join(remotePath, basename(source)) : remotePath;
+    const dirs: { path: string; mode: number; mtimeMs: number }[] = [];
+    let bytesSent = 0;
+    let files = 0;
+    const abort = this.abortOn(opts.signal);
+    try {
+      for (const { frame: e, abs } of plan.entries) {
+        abort.check();
+        const remote = e.path === "" ? root : posix.join(root, e.path);
+        meter.path = e.path;
+        if (e.kind === "dir") {
+          await call<void>((cb) => this.sftp.mkdir(remote, { mode: 0o700 }, cb)).catch(async (err) => {
+            const st = await call<SftpAttrs>((cb) => this.sftp.lstat(remote, cb)).catch(() => undefined);
+            if (!st || (st.mode & S_IFMT) !== S_IFDIR) throw err;
+          });
+          dirs.push({ path: remote, mode: e.mode, mtimeMs: e.mtimeMs });
+        } else if (e.kind === "symlink") {
+          await call<void>((cb) => this.sftp.unlink(remote, cb)).catch(() => undefined);
+          await call<void>((cb) => this.sftp.symlink(e.target!, remote, cb));
+        } else {
+          files++;
+          const size = e.size ?? 0;
+          if (opts.resume) {
+            const st = await call<SftpAttrs>((cb) => this.sftp.lstat(remote, cb)).catch(() => undefined);
+            if (st && (st.mode & S_IFMT) === S_IFREG && st.size === size && st.mtime === Math.floor(e.mtimeMs / 1000)) {
+              meter.add(size);
+              continue;
+            }
+          }
+          const tmp = posix.join(posix.dirname(remote), partialName(posix.basename(remote)));
+          if (plan.entries[e.i]?.allHole && (await this.run("truncate", ["-s", String(size), "--", tmp]))) {
+            meter.add(size);
+          } else {
+            let last = 0;
+            await call<void>((cb) =>
+              this.sftp.fastPut(abs, tmp, { concurrency: 64, chunkSize: 64 * 1024, step: (total) => (meter.add(total - last), (last = total)) }, cb),
+            );
+            bytesSent += size;
+          }
+          const st = await call<SftpAttrs>((cb) => this.sftp.lstat(tmp, cb));
+          if (st.size !== size) throw new TransferError("io", `'${e.path}' changed while it was being sent`);
+          await call<void>((cb) => this.sftp.setstat(tmp, { mode: e.mode & 0o7777 }, cb));
+          await call<void>((cb) => this.sftp.utimes(tmp, Date.now() / 1000, e.mtimeMs / 1000, cb));
+          await call<void>((cb) => this.sftp.ext_openssh_rename(tmp, remote, cb));
+        }
+        meter.entriesDone++;
+      }
+      for (const d of dirs.reverse()) {
+        await call<void>((cb) => this.sftp.setstat(d.path, { mode: d.mode & 0o7777 }, cb));
+        await call<void>((cb) => this.sftp.utimes(d.path, Date.now() / 1000, d.mtimeMs / 1000, cb));
+      }
+      meter.emit(true);
+      return { entries: plan.entries.length, files, bytes: plan.bytes, bytesSent, channel: "ssh", elapsedMs: Date.now() - started, root };
+    } catch (err) {
+      throw abort.error() ?? (err instanceof TransferError ? err : new TransferError("io", `ssh put: ${(err as Error).message}`));
+    } finally {
+      abort.done();
+    }
+  }
+
+  /** Remote file or tree → host path (into it when it is a directory). Nothing the remote says escapes `hostPath`. */
+  async get(remotePath: string, hostPath: string, opts: SshTransferOptions = {}): Promise<SshOutcome> {
+    const started = Date.now();
+    const limits: ReceiveLimits = { ...DEFAULT_RECEIVE_LIMITS, ...opts.limits };
+    const name = safeName(posix.basename(remotePath.replace(/\/+$/, "")) || "root");
+    const hostSt = await stat(hostPath).catch(() => undefined);
+    const root = hostSt?.isDirectory() ? join(hostPath, name) : hostPath;
+    // List first (lstat, never followed), enforcing caps, then copy.
+    type Item = { rel: string; parts: string[]; attrs: SftpAttrs; target?: string };
+    const items: Item[] = [];
+    let bytes = 0;
+    const visit = async (remote: string, rel: string, parts: string[], attrs: SftpAttrs) => {
+      if (items.length >= limits.maxEntries) throw new TransferError("limit", `more than ${limits.maxEntries} entries`);
+      const kind = attrs.mode & S_IFMT;
+      if (kind === S_IFLNK) items.push({ rel, parts, attrs, target: await call<string>((cb) => this.sftp.readlink(remote, cb)) });
+      else if (kind === S_IFREG) {
+        items.push({ rel, parts, attrs });
+        bytes += attrs.size;
+        if (bytes > limits.maxBytes) throw new TransferError("limit", `more than ${limits.maxBytes} bytes`);
+      } else if (kind === S_IFDIR) {
+        if (rel === "" && !opts.recursive) throw new TransferError("io", `${remotePath} is a directory (copy it with -r)`);
+        items.push({ rel, parts, attrs });
+        const list = await call<{ filename: string; attrs: SftpAttrs }[]>((cb) => this.sftp.readdir(remote, cb));
+        list.sort((a, b) => (a.filename < b.filename ? -1 : 1));
+        for (const child of list) {
+          if (child.filename === "." || child.filename === "..") continue;
+          const childRel = rel === "" ? child.filename : `${rel}/${child.filename}`;
+          const childParts = safeComponents(childRel, limits);
+          await visit(posix.join(remote, child.filename), childRel, childParts, child.attrs);
+        }
+      }
+    };
+    const rootAttrs = await call<SftpAttrs>((cb) => this.sftp.lstat(remotePath, cb)).catch((e: Error) => {
+      throw new TransferError("io", `${remotePath}: ${e.message}`);
+    });
+    await visit(remotePath, "", [], rootAttrs);
+    const fs = await statfs(dirname(root)).catch(() => undefined);
+    if (fs && bytes > fs.bavail * fs.bsize) throw new TransferError("limit", `${bytes} bytes to copy, ${fs.bavail * fs.bsize} free`);
+
+    const meter = new ProgressMeter(opts.onProgress);
+    meter.bytesTotal = bytes;
+    meter.entriesTotal = items.length;
+    const dirs = new Set<string>();
+    const dirAttrs: { abs: string; mode: number; mtime: number }[] = [];
+    let files = 0;
+    let bytesSent = 0;
+    let currentTmp: string | undefined;
+    const abort = this.abortOn(opts.signal);
+    try {
+      for (const it of items) {
+        abort.check();
+        const abs = it.parts.length ? join(root, ...it.parts) : root;
+        if (it.parts.length && !dirs.has(it.parts.slice(0, -1).join("/"))) throw new TransferError("unsafe-path", `'${printable(it.rel)}' is not inside a copied directory`);
+        meter.path = it.rel;
+        const kind = it.attrs.mode & S_IFMT;
+        const existing = await lstat(abs).catch(() => undefined);
+        if (kind === S_IFDIR) {
+          if (existing && !existing.isDirectory()) throw new TransferError("io", `'${printable(it.rel)}' exists and is not a directory`);
+          if (!existing) await mkdir(abs, { mode: 0o700 });
+          dirs.add(it.parts.join("/"));
+          dirAttrs.push({ abs, mode: it.attrs.mode & 0o777, mtime: it.attrs.mtime });
+        } else if (kind === S_IFLNK) {
+          const target = it.target ?? "";
+          if (!limits.allowEscapingSymlinks && !symlinkStaysInside(it.rel, target))
+            throw new TransferError("unsafe-path", `symlink '${printable(it.rel)}' -> '${printable(target)}' points outside the transfer`);
+          if (existing?.isDirectory()) throw new TransferError("io", `'${printable(it.rel)}' exists as a directory`);
+          if (existing) await unlink(abs);
+          await symlink(target, abs);
+        } else {
+          files++;
+          const size = it.attrs.size;
+          if (opts.resume && existing?.isFile() && existing.size === size && Math.floor(existing.mtimeMs / 1000) === it.attrs.mtime) {
+            meter.add(size);
+            continue;
+          }
+          if (existing?.isDirectory()) throw new TransferError("io", `'${printable(it.rel)}' exists as a directory`);
+          const tmp = join(dirname(abs), partialName(basename(abs)));
+          await unlink(tmp).catch(() => undefined); // never write through whatever is there
+          currentTmp = tmp;
+          const remote = it.rel === "" ? remotePath : posix.join(remotePath, it.rel);
+          if (size >= SPARSE_PROBE_BYTES && (await this.allHole(remote))) {
+            await writeFile(tmp, "", { flag: "wx", mode: 0o600 });
+            await truncate(tmp, size);
+            meter.add(size);
+          } else {
+            let last = 0;
+            await call<void>((cb) =>
+              this.sftp.fastGet(remote, tmp, { concurrency: 64, chunkSize: 64 * 1024, step: (total) => (meter.add(total - last), (last = total)) }, cb),
+            );
+            bytesSent += size;
+          }
+          const got = await lstat(tmp);
+          if (!got.isFile() || got.size !== size) throw new TransferError("limit", `'${printable(it.rel)}': ${got.size} bytes arrived, ${size} declared`);
+          await chmod(tmp, it.attrs.mode & 0o777);
+          await utimes(tmp, new Date(), new Date(it.attrs.mtime * 1000));
+          await rename(tmp, abs);
+          currentTmp = undefined;
+        }
+        meter.entriesDone++;
+      }
+      for (const d of dirAttrs.reverse()) {
+        await chmod(d.abs, d.mode);
+        await utimes(d.abs, new Date(), new Date(d.mtime * 1000));
+      }
+      meter.emit(true);
+      return { entries: items.length, files, bytes, bytesSent, channel: "ssh", elapsedMs: Date.now() - started, root };
+    } catch (err) {
+      if (currentTmp) await unlink(currentTmp).catch(() => undefined);
+      throw abort.error() ?? (err instanceof TransferError ? err : new TransferError("io", `ssh get: ${(err as Error).message}`));
+    } finally {
+      abort.done();
+    }
+  }
+
+  /** Runs a command with quoted arguments; true when it exits 0 (false when the machine cannot run it). */
+  private async run(command: string, args: string[]): Promise<boolean> {
+    try {
+      const r = await this.ssh.exec(command, args, { stream: "both" });
+      return r.code === 0;
+    } catch {
+      return false;
+    }
+  }
+
+  /** True when a remote regular file has no data blocks at all (a hole end to end). */
+  private async allHole(remote: string): Promise<boolean> {
+    try {
+      const r = await this.ssh.exec("stat", ["-c", "%b", "--", remote], { stream: "both" });
+      return r.code === 0 && r.stdout.trim() === "0";
+    } catch {
+      return false;
+    }
+  }
+
+  /** Cancel = drop the SSH connection (in-flight SFTP requests fail at once). */
+  private abortOn(signal: AbortSignal | undefined) {
+    let aborted = false;
+    const onAbort = () => {
+      aborted = true;
+      this.ssh.connection?.end();
+    };
+    signal?.addEventListener("abort", onAbort);
+    if (signal?.aborted) onAbort();
+    const error = () => (aborted ? new TransferError("cancelled", "transfer cancelled") : undefined);
+    return {
+      check: () => {
+        const e = error();
+        if (e) throw e;
+      },
+      error,
+      done: () => signal?.removeEventListener("abort", onAbort),
+    };
+  }
+}
