@@ -76,6 +76,8 @@ export const Hello = z.object({
   bootId: z.string().max(64),
   /** Agent's wall clock when sent. */
   sentAt: Millis,
+  /** Period of this agent's HEARTBEATs, ms, so a controller knows from the HELLO when silence means gone. */
+  heartbeatMs: z.number().int().positive().optional(),
 });
 export type Hello = z.infer<typeof Hello>;
 
