@@ -3,7 +3,7 @@
 // consumer that acked it. Also survives a torn journal tail.
 import { after, it } from "node:test";
 import assert from "node:assert/strict";
-import { appendFileSync, readFileSync, statSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { startEmbeddedBroker, type EmbeddedBroker } from "../harness/embedded-broker";
 import { RawClient, type ReceivedFrame } from "./raw-client";
@@ -121,6 +121,27 @@ it("compacts a mostly-acked journal while running, and recovers from the compact
     await d.withReceipt("SUBSCRIBE", { id: "s", destination: q, ack: "client-individual" });
     const back = (await drain(d, 800)).map((m) => m.body.toString().split(":")[0]!);
     assert.deepEqual(back.sort(), [...keep].sort());
+  } finally {
+    await b.stop();
+  }
+});
+
+it("SIGTERM shuts down cleanly (journal flushed, pid file removed) and a restart delivers what was queued", async () => {
+  const b = await startEmbeddedBroker();
+  try {
+    const p = await RawClient.login(b.port);
+    clients.push(p);
+    for (let i = 0; i < 50; i++) p.frame("SEND", { destination: "/queue/term", persistent: "true" }, `t${i}`);
+    await p.withReceipt("SEND", { destination: "/queue/term", persistent: "true" }, "t50");
+    await b.kill("SIGTERM");
+    assert.match(b.log(), /SIGTERM: shutting down[\s\S]*stopped/);
+    assert.ok(!existsSync(join(b.dataDir, "broker.pid")));
+    await b.restart();
+    const c = await RawClient.login(b.port);
+    clients.push(c);
+    await c.withReceipt("SUBSCRIBE", { id: "s", destination: "/queue/term" });
+    const got = (await drain(c, 800)).map((m) => m.body.toString());
+    assert.deepEqual(got, Array.from({ length: 51 }, (_, i) => `t${i}`), "all, in order");
   } finally {
     await b.stop();
   }

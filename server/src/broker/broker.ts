@@ -58,6 +58,8 @@ export interface BrokerOptions {
   users: UserTable;
   limits?: Partial<BrokerLimits>;
   log?: (line: string) => void;
+  /** The journal could not write or fsync: persistence is broken and the broker should stop. */
+  onFatal?: (err: Error) => void;
 }
 
 const queueDefaults: QueueArgs = { durable: true, autoDelete: false, messageTtl: 0, expires: 0, maxLength: 0 };
@@ -124,14 +126,19 @@ export class Broker implements QueueOwner {
     if (this.timer) clearInterval(this.timer);
     const closed = new Promise<void>((r) => this.server.close(() => r()));
     for (const c of this.conns) c.socket.destroy();
-    this.journal?.closeSync();
+    await this.journal?.close();
     if (this.opts.dataDir) unlockDataDir(this.opts.dataDir);
     await closed;
   }
 
   private recover(dir: string): void {
     mkdirSync(dir, { recursive: true });
-    const journal = new Journal(dir, () => this.snapshotRecords(), (err) => this.log(`journal error: ${err.message}`), this.limits.journalCompactBytes);
+    const journal = new Journal(dir, () => this.snapshotRecords(), (err) => {
+        this.log(`journal error: ${err.message}`);
+        this.opts.onFatal?.(err);
+      },
+      this.limits.journalCompactBytes,
+    );
     journal.onCompact = (before, after) => this.log(`journal compacted: ${before} → ${after} bytes`);
     const r = journal.recover();
     for (const [name, rq] of r.queues) {

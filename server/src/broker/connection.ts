@@ -106,7 +106,7 @@ export class Connection {
   }
 
   write(buf: Buffer): void {
-    if (this.state === "closed") return;
+    if (this.state === "closed" || this.socket.writableEnded || this.socket.destroyed) return;
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();

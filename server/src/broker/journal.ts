@@ -233,7 +233,14 @@ export class Journal {
     this.schedule();
   }
 
-  /** Writes and fsyncs everything synchronously (clean shutdown). */
+  /** Clean shutdown: lets an in-flight batch land (keeps record order), then writes, fsyncs and closes. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await new Promise<void>((resolve) => this.barrier(resolve));
+    this.closeSync();
+  }
+
+  /** Writes and fsyncs everything synchronously. */
   closeSync(): void {
     if (this.closed) return;
     this.closed = true;
@@ -275,7 +282,13 @@ export class Journal {
     this.flushing = true;
     const afterSync = (err: Error | null) => {
       this.flushing = false;
-      if (err) this.onError(err);
+      if (err) {
+        // Receipts must not claim durability the disk refused: the waiters never run, and the
+        // owner is told (the CLI exits; a restart recovers the journal up to its last good record).
+        this.closed = true;
+        this.onError(err);
+        return;
+      }
       for (const cb of waiters) cb();
       if (this.closed) return;
       if (this.pending.length > 0 || this.waiters.length > 0) this.schedule();

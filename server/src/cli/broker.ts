@@ -60,7 +60,18 @@ export async function main(argv: string[]): Promise<number> {
   num("journal-compact-bytes", values["journal-compact-bytes"], "journalCompactBytes");
   const log = (line: string) => process.stderr.write(`${new Date().toISOString()} vmc broker: ${line}\n`);
   const users = loadUsers(values.users ?? join(dataDir, "users.json"));
-  const broker = new Broker({ host: values.host, port, dataDir, users, limits, log });
+  const broker = new Broker({
+    host: values.host,
+    port,
+    dataDir,
+    users,
+    limits,
+    log,
+    onFatal: (err) => {
+      log(`fatal: the journal failed (${err.message}); exiting so that no receipt claims a write the disk refused`);
+      process.exit(70);
+    },
+  });
   const bound = await broker.start();
   log(`listening on ${values.host}:${bound}, data ${dataDir}, ${users.users ? `${users.users.size} configured user(s)` : "guest/guest from loopback only"}`);
   await new Promise<void>((resolve) => {
