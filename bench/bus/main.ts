@@ -9,6 +9,8 @@
  * - idle connections: RSS of the broker's process tree before and after 1,000 connected STOMP
  *   sessions, divided by 1,000.
  *
+ * The brokers are measured in alternating rounds and each broker's rounds pooled.
+ *
  * Run: `npm run bench -- bus` (env BENCH_BUS_SCALE=0.2 for a quick run).
  */
 import { readFileSync, readdirSync } from "node:fs";
@@ -23,6 +25,7 @@ const warmup = Math.round(200 * scale);
 const requests = Math.round(3000 * scale);
 const throughputMessages = Math.round(20_000 * scale);
 const idleConnections = 1000;
+const rounds = 3;
 const body = "x".repeat(1024);
 
 interface Figures {
@@ -54,7 +57,8 @@ function groupRssKiB(pgid: number): number {
   return total;
 }
 
-async function requestReply(broker: RunningBroker, target: BrokerTarget): Promise<{ p50: number; p99: number }> {
+/** One request/reply round: `warmup` untimed then `count` timed requests; returns the latencies (ms). */
+async function requestReply(broker: RunningBroker, target: BrokerTarget, count: number): Promise<number[]> {
   const requester = await connectStompJs(broker, target.quirks);
   const responder = await connectStompJs(broker, target.quirks);
   const service = `/queue/bench.rr.${Date.now()}`;
@@ -80,7 +84,7 @@ async function requestReply(broker: RunningBroker, target: BrokerTarget): Promis
     { ack: "client-individual", "prefetch-count": "10", "x-expires": "60000" },
   );
   const samples: number[] = [];
-  for (let i = 0; i < warmup + requests; i++) {
+  for (let i = 0; i < warmup + count; i++) {
     const started = performance.now();
     await new Promise<IMessage>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`request ${i}: no reply within 10 s`)), 10_000);
@@ -94,11 +98,11 @@ async function requestReply(broker: RunningBroker, target: BrokerTarget): Promis
   }
   await requester.close();
   await responder.close();
-  samples.sort((a, b) => a - b);
-  return { p50: percentile(samples, 50), p99: percentile(samples, 99) };
+  return samples;
 }
 
-async function throughput(broker: RunningBroker, target: BrokerTarget): Promise<number> {
+/** One throughput round of `count` messages; returns the elapsed seconds. */
+async function throughput(broker: RunningBroker, target: BrokerTarget, count: number): Promise<number> {
   const producer = await connectStompJs(broker, target.quirks);
   const consumer = await connectStompJs(broker, target.quirks);
   const q = `/queue/bench.tp.${Date.now()}`;
@@ -110,20 +114,20 @@ async function throughput(broker: RunningBroker, target: BrokerTarget): Promise<
     q,
     (m: IMessage) => {
       m.ack();
-      if (++received === throughputMessages) done();
+      if (++received === count) done();
     },
     { ack: "client-individual", "prefetch-count": "500" },
   );
   const started = performance.now();
-  await publishAll(producer, q, throughputMessages);
+  await publishAll(producer, q, count);
   const deadline = setTimeout(() => done(), 120_000);
   await finished;
   clearTimeout(deadline);
   const seconds = (performance.now() - started) / 1000;
-  if (received < throughputMessages) throw new Error(`${target.name}: only ${received}/${throughputMessages} messages in 120 s`);
+  if (received < count) throw new Error(`${target.name}: only ${received}/${count} messages in 120 s`);
   await producer.close();
   await consumer.close();
-  return throughputMessages / seconds;
+  return seconds;
 }
 
 /** Subscribes with a direct handler and waits for the broker's RECEIPT. */
@@ -160,23 +164,40 @@ async function idleMemory(broker: RunningBroker): Promise<number> {
   }
 }
 
-async function measure(target: BrokerTarget, broker: RunningBroker): Promise<Figures> {
-  const perConnectionKiB = await idleMemory(broker);
-  const { p50, p99 } = await requestReply(broker, target);
-  const tp = await throughput(broker, target);
-  return { p50, p99, throughput: tp, perConnectionKiB };
+/**
+ * Measures both brokers in alternating rounds (A, B, A, B, ...) and pools each broker's rounds, so
+ * a burst of load from elsewhere on the machine hits both rather than whichever ran at that time.
+ */
+async function measureAll(targets: BrokerTarget[], brokers: RunningBroker[]): Promise<Figures[]> {
+  const latencies: number[][] = targets.map(() => []);
+  const seconds = targets.map(() => 0);
+  const memory: number[] = [];
+  for (let i = 0; i < targets.length; i++) memory.push(await idleMemory(brokers[i]!));
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < targets.length; i++) {
+      process.stdout.write(`round ${round + 1}/${rounds}: ${targets[i]!.name}\n`);
+      latencies[i]!.push(...(await requestReply(brokers[i]!, targets[i]!, Math.round(requests / rounds))));
+      seconds[i]! += await throughput(brokers[i]!, targets[i]!, Math.round(throughputMessages / rounds));
+    }
+  }
+  return targets.map((_, i) => {
+    const sorted = latencies[i]!.sort((a, b) => a - b);
+    return {
+      p50: percentile(sorted, 50),
+      p99: percentile(sorted, 99),
+      throughput: (Math.round(throughputMessages / rounds) * rounds) / seconds[i]!,
+      perConnectionKiB: memory[i]!,
+    };
+  });
 }
 
 async function main(): Promise<number> {
   const targets = [embeddedTarget, rabbitMqTarget];
   for (const t of targets) if (!t.installed()) throw new Error(`${t.name} is not installed (${t.hint})`);
   const brokers = await Promise.all(targets.map((t) => t.start()));
-  const results: Figures[] = [];
+  let results: Figures[];
   try {
-    for (let i = 0; i < targets.length; i++) {
-      process.stdout.write(`measuring ${targets[i]!.name}...\n`);
-      results.push(await measure(targets[i]!, brokers[i]!));
-    }
+    results = await measureAll(targets, brokers);
   } finally {
     await Promise.all(brokers.map((b) => b.stop()));
   }
@@ -190,7 +211,9 @@ async function main(): Promise<number> {
   const header: [string, string, string, string] = ["metric", "embedded", "RabbitMQ 3.10", "advantage (×, >1 = embedded better)"];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
-  console.log(`\nbus benchmark: ${requests} requests (${warmup} warm-up), ${throughputMessages} messages, ${idleConnections} idle connections`);
+  console.log(
+    `\nbus benchmark: ${requests} requests (${warmup} warm-up per round), ${throughputMessages} messages, ${rounds} alternating rounds; ${idleConnections} idle connections`,
+  );
   console.log(line(header));
   console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
   for (const row of rows) console.log(line(row));

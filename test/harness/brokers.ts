@@ -54,6 +54,8 @@ export interface BrokerQuirks {
    * ActiveMQ reads `expires`, an absolute time in ms since the epoch (JMSExpiration).
    */
   expiry: { header: "expiration" | "expires"; absolute: boolean };
+  /** Topic wildcard matching any number of words: `#` (RabbitMQ amq.topic) or `>` (ActiveMQ). */
+  topicRestWildcard: "#" | ">";
   /** NACK puts the message back for redelivery (ActiveMQ sends it to the dead-letter queue). */
   nackRequeues: boolean;
   /** SUBSCRIBE/SEND to a destination type it does not know (`/nowhere/x`) gets an ERROR. */
@@ -79,7 +81,7 @@ export const embeddedTarget: BrokerTarget = {
   start: () => startEmbeddedBroker(),
   quirks: {
     clientHeartbeatsUnreliable: false,
-    tempQueue: false,
+    tempQueue: true,
     queueExpiryHeaders: true,
     prefetchCount: true,
     anonymousConnectAs: "guest",
@@ -89,6 +91,7 @@ export const embeddedTarget: BrokerTarget = {
     rejectsUnknownDestinationTypes: true,
     expiry: { header: "expiration", absolute: false },
     nackRequeues: true,
+    topicRestWildcard: "#",
   },
 };
 
@@ -110,6 +113,7 @@ export const rabbitMqTarget: BrokerTarget = {
     rejectsUnknownDestinationTypes: true,
     expiry: { header: "expiration", absolute: false },
     nackRequeues: true,
+    topicRestWildcard: "#",
   },
 };
 
@@ -130,6 +134,7 @@ export const activeMqTarget: BrokerTarget = {
     rejectsUnknownDestinationTypes: false,
     expiry: { header: "expires", absolute: true },
     nackRequeues: false,
+    topicRestWildcard: ">",
   },
 };
 

@@ -91,6 +91,17 @@ export function messagingConformance(fx: BrokerFixture): void {
       assert.equal((await late.next()).body, "marker", "a late topic subscriber got an old message");
     });
 
+    test("topic wildcards: * matches exactly one word, the rest-wildcard any number", async (t) => {
+      if (!fx.present(t)) return;
+      const base = fx.dest("/topic/", "wild");
+      const [a, b, producer] = [await client(fx), await client(fx), await client(fx)];
+      const one = await subscribe(a, `${base}.vm.*`);
+      const rest = await subscribe(b, `${base}.${fx.quirks.topicRestWildcard}`);
+      for (const key of ["vm.1", "vm.1.2", "other", "vm.marker"]) await publishConfirmed(producer, `${base}.${key}`, key);
+      assert.deepEqual((await one.take(2)).map((m) => m.body), ["vm.1", "vm.marker"]);
+      assert.deepEqual((await rest.take(4)).map((m) => m.body), ["vm.1", "vm.1.2", "other", "vm.marker"]);
+    });
+
     test("UNSUBSCRIBE stops delivery to that subscription", async (t) => {
       if (!fx.present(t)) return;
       const q = fx.dest("/queue/", "unsub");
