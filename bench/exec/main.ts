@@ -225,6 +225,9 @@ async function fanOut(url: string, home: string, keys: ControllerKeys): Promise<
     .filter(([, n]) => n > 0)
     .map(([s, n]) => `${n} ${s}`)
     .join(", ");
+  const reasons = new Map<string, number>();
+  for (const t of report.targets) if (t.status !== "succeeded") reasons.set(t.reason ?? t.status, (reasons.get(t.reason ?? t.status) ?? 0) + 1);
+  for (const [reason, n] of reasons) process.stderr.write(`  not succeeded (${n}): ${reason}\n`);
   return { agents: report.targets.length, discoverMs, fanoutMs, ok: report.counts.succeeded, statuses };
 }
 

@@ -80,3 +80,14 @@ test("invalid presence is dropped; the cap bounds memory; offline agents are for
   registry.sweep();
   assert.equal(registry.size, 0);
 });
+
+test("the heartbeat period announced in HELLO decides when silence means gone", () => {
+  let now = 0;
+  const registry = new AgentRegistry({ now: () => now, sweepMs: 0, defaultHeartbeatMs: 1000 });
+  registry.handle({ ...hello("slow"), heartbeatMs: 10_000 });
+  registry.handle(hello("default"));
+  now = 5000;
+  registry.sweep();
+  assert.equal(registry.get("slow")?.state, "online");
+  assert.equal(registry.get("default")?.state, "offline");
+});

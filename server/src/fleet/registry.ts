@@ -43,7 +43,7 @@ export interface AgentChange {
 }
 
 export interface RegistryOptions {
-  /** Heartbeat period assumed until an agent announces its own (default 5000 ms). */
+  /** Heartbeat period assumed when an agent has not announced its own (in HELLO or HEARTBEAT) (default 10 000 ms). */
   defaultHeartbeatMs?: number;
   /** Heartbeat periods of silence after which an agent is offline (default 3). */
   missedHeartbeats?: number;
@@ -75,7 +75,7 @@ export class AgentRegistry {
   private unknownHeartbeatListener: ((agentId: string) => void) | undefined;
 
   constructor(options: RegistryOptions = {}) {
-    this.defaultHeartbeatMs = options.defaultHeartbeatMs ?? 5000;
+    this.defaultHeartbeatMs = options.defaultHeartbeatMs ?? 10_000;
     this.missed = options.missedHeartbeats ?? 3;
     this.forgetAfterMs = options.forgetAfterMs ?? 10 * 60_000;
     this.maxAgents = options.maxAgents ?? 100_000;
@@ -186,7 +186,7 @@ export class AgentRegistry {
         labels: { ...message.labels },
         hello: message,
         bootId: message.bootId,
-        heartbeatMs: this.defaultHeartbeatMs,
+        heartbeatMs: message.heartbeatMs ?? this.defaultHeartbeatMs,
         running: 0,
         firstSeenAt: now,
         lastSeenAt: now,
@@ -201,6 +201,7 @@ export class AgentRegistry {
       existing.hello = message;
       existing.bootId = message.bootId;
       existing.lastSeenAt = now;
+      if (message.heartbeatMs) existing.heartbeatMs = message.heartbeatMs;
       if (restarted) existing.running = 0;
       this.markOnline(existing);
       if (restarted) this.emit("restarted", existing);
