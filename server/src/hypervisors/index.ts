@@ -5,17 +5,18 @@
 import type { DriverName } from "@vmc/protocol";
 import type { Driver, DriverFactory } from "./driver";
 import { qemuFactory } from "./qemu/driver";
+import { processFactory } from "./process/driver";
+import { virtualboxFactory } from "./virtualbox/driver";
 import { VmStore } from "../store/vms";
-import { notSupported } from "./errors";
 
-export const factories: Partial<Record<DriverName, DriverFactory>> = {
+export const factories: Record<DriverName, DriverFactory> = {
   qemu: qemuFactory,
+  virtualbox: virtualboxFactory,
+  process: processFactory,
 };
 
 export function driverByName(home: string, name: DriverName): Driver {
-  const factory = factories[name];
-  if (!factory) throw notSupported(name, "run here (driver not built in)");
-  return factory.create(home);
+  return factories[name].create(home);
 }
 
 /** `VMC_DRIVER` when set, else QEMU when available, else the process driver. */
