@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import { it, type TestContext } from "node:test";
 import { Destinations } from "@vmc/protocol/bus";
 import { eventually, forEachBroker, type BrokerRef } from "./brokers";
+import { startFreezableProxy } from "../bus-client/freezable-proxy";
 import { spawnAgent, tempDir, TestController, unb64 } from "./fixture";
 
 async function ready(t: TestContext, brokers: BrokerRef) {
@@ -24,7 +25,7 @@ const lines = (path: string): string[] => {
   }
 };
 
-forEachBroker("agent runs each command exactly once", (brokers) => {
+forEachBroker("agent runs each command exactly once, across restarts and dead links", (brokers) => {
   it("answers a redelivered CMD_RUN with the recorded result instead of running it again", async (t) => {
     const r = await ready(t, brokers);
     if (!r) return;
@@ -99,5 +100,27 @@ forEachBroker("agent runs each command exactly once", (brokers) => {
     await r.controller.bus.publishJson(Destinations.discover, { type: "DISCOVER", controllerId: "test" }, { receipt: true });
     const again = await eventually("a second HELLO", () => r.controller.hellos.slice(before).find((h) => h.agentId === r.id), 5_000);
     assert.equal(again.bootId, r.hello.bootId);
+  });
+  it("notices a broker link that went silent, reconnects at once and announces itself again", async (t) => {
+    const broker = brokers.need(t);
+    if (!broker) return;
+    const controller = await TestController.create(t, broker.url);
+    const proxy = await startFreezableProxy(broker.host, broker.port);
+    t.after(() => proxy.close());
+    const id = `test.${randomUUID().slice(0, 8)}`;
+    await spawnAgent(t, { brokerUrl: proxy.url, id, publicKey: controller.keys.publicKey });
+    const hello = await controller.hello(id);
+    const before = controller.hellos.length;
+    const frozenAt = performance.now();
+    proxy.freeze();
+    await eventually("a new HELLO after the freeze", () => controller.hellos.slice(before).find((h) => h.agentId === id), 15_000);
+    const elapsed = performance.now() - frozenAt;
+    t.diagnostic(`re-announced ${Math.round(elapsed)} ms after the link went silent`);
+    assert.ok(elapsed < 6_000, `took ${Math.round(elapsed)} ms`);
+    assert.ok(proxy.accepted >= 2);
+    const cmd = controller.run(id, { argv: ["echo", "after"] });
+    await controller.send(id, cmd);
+    assert.equal(unb64((await controller.result(cmd.cmdId)).stdout.data), "after\n");
+    assert.equal(controller.hellos.at(-1)?.bootId, hello.bootId, "same agent process, not a restart");
   });
 });
