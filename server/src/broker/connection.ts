@@ -5,7 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
-import { serializeFrame, type Frame, type StompVersion } from "./frame";
+import { escapeHeader, serializeFrame, type Frame, type StompVersion } from "./frame";
 import { FrameParser, ProtocolError } from "./parser";
 import { headerBlock, type StoredMessage } from "./message";
 import type { Consumer, Queue } from "./queue";
@@ -18,6 +18,10 @@ export type AckMode = "auto" | "client" | "client-individual";
 export class Subscription implements Consumer {
   /** Delivery tag → message, in delivery order (client mode acks cumulatively). */
   readonly unacked = new Map<number, StoredMessage>();
+  /** `id`, escaped for the connection's version. */
+  readonly escapedId: string;
+  /** `T_<id>@@<session>@@`, escaped: a message-id/ack id is this plus the delivery tag. */
+  readonly escapedIdPrefix: string;
   constructor(
     readonly conn: Connection,
     readonly id: string,
@@ -26,7 +30,10 @@ export class Subscription implements Consumer {
     readonly prefetch: number,
     /** Exclusive queue owned by this subscription (topic subscriptions): deleted with it. */
     readonly ownsQueue: boolean,
-  ) {}
+  ) {
+    this.escapedId = escapeHeader(id, conn.version);
+    this.escapedIdPrefix = "T_" + this.escapedId + "@@" + conn.session + "@@";
+  }
 
   hasCredit(): boolean {
     return this.conn.canDeliver() && (this.ackMode === "auto" || this.prefetch === 0 || this.unacked.size < this.prefetch);
@@ -126,11 +133,11 @@ export class Connection {
 
   deliver(sub: Subscription, m: StoredMessage): void {
     const tag = ++this.tagSeq;
-    const msgId = `T_${sub.id}@@${this.session}@@${tag}`;
-    const esc = this.version === "1.0" ? (s: string) => s : (s: string) => escapeValue(s, this.version);
-    let head = "subscription:" + esc(sub.id) + "\ndestination:" + esc(m.destination) + "\nmessage-id:" + esc(msgId) + "\nredelivered:" + m.redelivered + "\n";
+    // The session id is base64url and the tag digits: only the subscription id needs escaping.
+    const msgId = sub.escapedIdPrefix + tag;
+    let head = "subscription:" + sub.escapedId + "\nmessage-id:" + msgId + "\nredelivered:" + m.redelivered + "\n";
     if (sub.ackMode !== "auto") {
-      if (this.version === "1.2") head += "ack:" + esc(msgId) + "\n";
+      if (this.version === "1.2") head += "ack:" + msgId + "\n";
       sub.unacked.set(tag, m);
       this.tags.set(tag, sub);
     }
@@ -392,13 +399,6 @@ export class Connection {
     this.state = "closed";
     this.broker.gone(this);
   }
-}
-
-function escapeValue(s: string, version: StompVersion): string {
-  if (!/[\\\r\n:]/.test(s)) return s;
-  let out = s.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/:/g, "\\c");
-  if (version === "1.2") out = out.replace(/\r/g, "\\r");
-  return out;
 }
 
 function invalidDestination(dest: string): string {

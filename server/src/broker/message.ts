@@ -15,7 +15,7 @@ export interface StoredMessage {
   redelivered: boolean;
   /** Has a journal record that must be removed when the message is done. */
   journaled: boolean;
-  /** Escaped header block per STOMP version, built on first delivery. */
+  /** Escaped `destination` + forwarded headers per STOMP version, built on first delivery. */
   block?: Partial<Record<StompVersion, string>>;
 }
 
@@ -31,7 +31,7 @@ export function forwardedHeaders(headers: Map<string, string>): Array<[string, s
 export function headerBlock(m: StoredMessage, version: StompVersion): string {
   const cached = m.block?.[version];
   if (cached !== undefined) return cached;
-  let s = "";
+  let s = "destination:" + escapeHeader(m.destination, version) + "\n";
   for (const [k, v] of m.headers) s += escapeHeader(k, version) + ":" + escapeHeader(v, version) + "\n";
   (m.block ??= {})[version] = s;
   return s;
