@@ -202,6 +202,7 @@ class Agent implements AgentHandle {
       protocolVersion: BUS_PROTOCOL_VERSION,
       capabilities,
       bootId: this.bootId,
+      heartbeatMs: this.options.heartbeatIntervalMs ?? 10_000,
       sentAt: Date.now(),
     };
     if (dataEndpoint) hello.dataEndpoint = dataEndpoint;

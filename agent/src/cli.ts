@@ -5,6 +5,7 @@
 import { readControllerPublicKey } from "@vmc/server/store/keys";
 import { vmcHome } from "@vmc/server/config";
 import { startAgent } from "./agent";
+import { identityWaitRequested, onRestored, waitForIdentity } from "./identity-port";
 import { defaultPlugins } from "./plugins";
 import { AGENT_USAGE, resolveSettings } from "./settings";
 
@@ -14,7 +15,14 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   let settings;
+  let fromIdentityPort = false;
   try {
+    if (identityWaitRequested()) {
+      // A template clone: who we are arrives on the VM's identity port once the host restored us.
+      const identity = await waitForIdentity();
+      argv = [...argv, "--id", identity.agentId, "--broker", identity.broker, "--key", identity.controllerKey];
+      fromIdentityPort = true;
+    }
     settings = resolveSettings(argv);
   } catch (e) {
     console.error(`vmc agent: ${e instanceof Error ? e.message : String(e)}`);
@@ -28,8 +36,10 @@ export async function main(argv: string[]): Promise<number> {
     controllerKey: key,
     stateDir: settings.stateDir,
     heartbeatIntervalMs: settings.heartbeatMs,
-    plugins: defaultPlugins({ inVm: settings.inVm, dataListen: settings.dataListen, noTransfer: settings.noTransfer }),
+    plugins: defaultPlugins({ inVm: settings.inVm || fromIdentityPort, dataListen: settings.dataListen, noTransfer: settings.noTransfer }),
   });
+  // After an in-place snapshot restore the host says so on the identity port (and sets our clock): reconnect at once.
+  if (settings.inVm || fromIdentityPort) onRestored(() => agent.reconnectNow("the VM was restored from a snapshot"));
   agent.bus.onState((state) => {
     if (state === "connected") process.stderr.write(`vmc agent ${settings.id}: connected to ${agent.bus.brokerUrl}\n`);
   });
@@ -38,5 +48,7 @@ export async function main(argv: string[]): Promise<number> {
     process.once("SIGINT", () => resolve("SIGINT"));
   });
   await agent.stop(`received ${signal}`);
+  // The identity port's reader never ends; nothing else should keep the process alive now.
+  setTimeout(() => process.exit(0), 500).unref();
   return 0;
 }
