@@ -8,7 +8,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { vmcHome } from "../config";
-import { fetchDeb, resolveDeb, resolveKernel, sha256File, type DebPackage } from "./apt";
+import { fetchDeb, resolveDebs, sha256File, type DebPackage } from "./apt";
 import { S_IFCHR, entriesFromDir, writeCpio } from "./cpio";
 import { moduleLoadOrder } from "./kmod";
 import { fetchNode } from "./node-dist";
@@ -41,7 +41,7 @@ export interface Manifest {
   files: Record<FileKey, { name: string; size: number; sha256: string }>;
 }
 
-async function resolveInputs(root: string, agentBundleOverride?: string): Promise<Inputs> {
+async function resolveInputs(root: string, home: string, agentBundleOverride?: string): Promise<Inputs> {
   const guestDir = join(root, "guest");
   const recipe = loadRecipe(guestDir);
   const agentBundle = agentBundleOverride ?? join(root, "dist", "agent.mjs");
@@ -53,11 +53,7 @@ async function resolveInputs(root: string, agentBundleOverride?: string): Promis
   } catch {
     // an installed bundle without the agent sources: the checksum still tells versions apart
   }
-  const [kernel, busybox, ...libraries] = await Promise.all([
-    resolveKernel(recipe.kernelPackage),
-    resolveDeb(recipe.busyboxPackage),
-    ...recipe.libraryPackages.map(resolveDeb),
-  ]);
+  const [kernel, busybox, ...libraries] = await resolveDebs(recipe.kernelPackage, [recipe.busyboxPackage, ...recipe.libraryPackages], join(home, "cache", "apt-candidates.json"));
   const recipeFiles: Record<string, string> = {};
   for (const f of RECIPE_FILES) recipeFiles[f] = createHash("sha256").update(readFileSync(join(guestDir, f))).digest("hex");
   const debs = [kernel!, busybox!, ...libraries].map((d) => ({ name: d.name, version: d.version, sha256: d.sha256 }));
@@ -94,10 +90,15 @@ function toImage(dir: string, m: Manifest): GuestImage {
   };
 }
 
-/** Checksums already verified in this process, keyed by the file's identity and mtime. */
-const verified = new Map<string, string>();
+/** A file's identity as far as the cache is concerned: an in-place write changes its ctime. */
+const stampOf = (st: { ino: number; size: number; mtimeMs: number; ctimeMs: number }) => `${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
+const STAMPS = ".verified.json";
 
-/** The manifest of a complete, uncorrupted cache entry, else the reason it is not one. */
+/**
+ * The manifest of a complete, uncorrupted cache entry, else the reason it is not one. Files are
+ * checked against the manifest's sizes and SHA-256 sums; a full hash is skipped for a file whose
+ * inode, size, mtime and ctime are those recorded when it was last hashed (`.verified.json`).
+ */
 export async function verifyEntry(dir: string): Promise<{ ok: true; manifest: Manifest } | { ok: false; reason: string }> {
   let m: Manifest;
   try {
@@ -105,21 +106,30 @@ export async function verifyEntry(dir: string): Promise<{ ok: true; manifest: Ma
   } catch (e) {
     return { ok: false, reason: existsSync(dir) ? `manifest unreadable (${(e as Error).message})` : "not built" };
   }
+  let stamps: Record<string, string> = {};
+  try {
+    stamps = JSON.parse(readFileSync(join(dir, STAMPS), "utf8")) as Record<string, string>;
+  } catch {
+    // first verification in this entry
+  }
+  const fresh: Record<string, string> = {};
   for (const key of Object.keys(FILES) as FileKey[]) {
     const f = m.files?.[key];
     if (!f) return { ok: false, reason: `manifest lacks ${key}` };
     const path = join(dir, f.name);
-    let st;
-    try {
-      st = statSync(path);
-    } catch {
-      return { ok: false, reason: `${f.name} missing` };
-    }
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (!st) return { ok: false, reason: `${f.name} missing` };
     if (st.size !== f.size) return { ok: false, reason: `${f.name} has ${st.size} bytes, manifest says ${f.size}` };
-    const stamp = `${path}:${st.ino}:${st.size}:${st.mtimeMs}`;
-    const sum = verified.get(stamp) ?? (await sha256File(path));
-    if (sum !== f.sha256) return { ok: false, reason: `${f.name} checksum mismatch` };
-    verified.set(stamp, sum);
+    const stamp = `${f.sha256}:${stampOf(st)}`;
+    if (stamps[f.name] !== stamp && (await sha256File(path)) !== f.sha256) return { ok: false, reason: `${f.name} checksum mismatch` };
+    fresh[f.name] = stamp;
+  }
+  if (JSON.stringify(fresh) !== JSON.stringify(stamps)) {
+    try {
+      writeFileSync(join(dir, STAMPS), JSON.stringify(fresh));
+    } catch {
+      // a read-only cache still verifies, only more slowly
+    }
   }
   return { ok: true, manifest: m };
 }
@@ -130,7 +140,7 @@ export async function buildOrReuse(opts: EnsureGuestImageOptions): Promise<Guest
   const progress = opts.onProgress ?? (() => {});
   const home = opts.home ?? vmcHome();
   progress("resolving inputs (apt candidates, node, agent bundle, recipe)");
-  const inputs = await resolveInputs(projectRoot(), opts.agentBundle);
+  const inputs = await resolveInputs(projectRoot(), home, opts.agentBundle);
   const id = imageId(inputs.fingerprint);
   const key = `${home}\0${id}\0${opts.force ? "force" : ""}`;
   const pending = inFlight.get(key);
@@ -219,7 +229,7 @@ async function buildInto(out: string, id: string, inputs: Inputs, home: string, 
   const initrdDir = join(work, "initramfs");
   await buildInitramfsTree(initrdDir, join(bx, "bin", "busybox"), modules, inputs.guestDir);
   const cpio = writeCpio([...entriesFromDir(initrdDir), { name: "dev/console", mode: S_IFCHR | 0o600, rdev: { major: 5, minor: 1 } }]);
-  writeFileSync(join(out, FILES.initrd), await run("zstd", ["-q", "-19", "-c"], { input: cpio }));
+  writeFileSync(join(out, FILES.initrd), await run("zstd", ["-q", "-9", "-c"], { input: cpio }));
 
   progress(`blank state disk (${recipe.stateDiskMiB} MiB ext4, qcow2)`);
   const raw = join(work, "state.raw");
@@ -231,10 +241,14 @@ async function buildInto(out: string, id: string, inputs: Inputs, home: string, 
   rmSync(work, { recursive: true, force: true });
 
   const files = {} as Manifest["files"];
+  const stamps: Record<string, string> = {};
   for (const key of Object.keys(FILES) as FileKey[]) {
     const path = join(out, FILES[key]);
-    files[key] = { name: FILES[key], size: statSync(path).size, sha256: await sha256File(path) };
+    const st = statSync(path);
+    files[key] = { name: FILES[key], size: st.size, sha256: await sha256File(path) };
+    stamps[FILES[key]] = `${files[key].sha256}:${stampOf(st)}`;
   }
+  writeFileSync(join(out, STAMPS), JSON.stringify(stamps));
   const manifest: Manifest = {
     id,
     builtAt: new Date().toISOString(),
