@@ -33,21 +33,34 @@ function ownsPidFile(dir: string, pid: number): boolean {
 
 /** The dist/vmc.mjs bundle to run `vmc broker` with. */
 export function vmcBundlePath(): string {
-  const self = fileURLToPath(import.meta.url);
-  if (self.endsWith(".mjs")) return self;
+  // import.meta.url is absent when this code is bundled as CommonJS (the extension).
+  const self = typeof import.meta.url === "string" ? fileURLToPath(import.meta.url) : undefined;
+  if (self?.endsWith(".mjs")) return self;
   const arg = process.argv[1];
   if (arg && /vmc\.mjs$/.test(arg) && existsSync(arg)) return resolve(arg);
-  return resolve(dirname(self), "../../../dist/vmc.mjs");
+  if (self) return resolve(dirname(self), "../../../dist/vmc.mjs");
+  return resolve(process.cwd(), "dist/vmc.mjs");
+}
+
+function sameAddress(a: string, b: string): boolean {
+  try {
+    const x = parseBrokerUrl(a);
+    const y = parseBrokerUrl(b);
+    return x.host === y.host && x.port === y.port;
+  } catch {
+    return false;
+  }
 }
 
 /**
  * Resolves `{ started: true }` when this call spawned the broker that now answers,
- * `{ started: false }` when one was already answering (or the URL is not the default one).
+ * `{ started: false }` when one was already answering (or the URL's host:port is not the
+ * default one; credentials in the URL do not matter).
  * Rejects when the default broker cannot be brought up within the timeout.
  */
 export async function ensureBroker(url: string, opts: EnsureBrokerOptions = {}): Promise<{ started: boolean }> {
   const defaultUrl = opts.defaultUrl ?? DEFAULT_BROKER;
-  if (url !== defaultUrl) return { started: false };
+  if (!sameAddress(url, defaultUrl)) return { started: false };
   const { host, port } = parseBrokerUrl(url);
   if (await stompResponds(host, port)) return { started: false };
   const dir = join(opts.home ?? vmcHome(), "broker");
