@@ -265,7 +265,12 @@ class Agent implements AgentHandle {
     }
     const now = Date.now();
     if (cmd.expiresAt < now) return this.reject(json, `expired at ${new Date(cmd.expiresAt).toISOString()} (agent clock ${new Date(now).toISOString()})`);
-    this.journal.accept(cmd.cmdId, cmd.replyTo, cmd.expiresAt);
+    try {
+      this.journal.accept(cmd.cmdId, cmd.replyTo, cmd.expiresAt);
+    } catch (e) {
+      // Without a durable record the command could run twice: refuse it rather than run it.
+      return this.reject(json, `cannot record the command in the journal: ${e instanceof Error ? e.message : String(e)}`);
+    }
     m.ack();
     const command = new RunningCommand(this.agentId, cmd, {
       publishOutput: (message) => this.bus.publishJson(cmd.replyTo, message, { headers: { persistent: "true" } }),

@@ -1,13 +1,13 @@
 /**
  * Peak resident memory of process groups, sampled from /proc (Linux). One timer per agent
  * process, shared by every running command: each tick reads /proc/<pid>/stat for all pids,
- * sums the resident pages of each tracked group and keeps the maximum. Sampled every 100 ms
+ * sums the resident pages of each tracked group and keeps the maximum. Sampled every 250 ms
  * and ~10 ms after tracking starts, so it is a lower bound for very short peaks.
  */
 import { readdirSync, readFileSync } from "node:fs";
 
 const PAGE_BYTES = 4096;
-const PERIOD_MS = 100;
+const PERIOD_MS = 250;
 
 const peaks = new Map<number, number>();
 let timer: NodeJS.Timeout | undefined;
