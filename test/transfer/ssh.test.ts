@@ -98,7 +98,7 @@ describe("agentless transfer over SSH", () => {
     const again = await ssh.put(src, join(dir.path, "remote-parent"), { recursive: true, resume: true });
     assert.equal(again.bytesSent, 0);
     const big = join(dir.path, "big");
-    writeFileSync(big, randomBytes(32 * 1024 * 1024));
+    writeFileSync(big, randomBytes(8 * 1024 * 1024));
     const ac = new AbortController();
     const conn = await SshTransfer.connect({ host: sshd!.host, port: sshd!.port, username: sshd!.username, privateKeyPath: sshd!.keyPath });
     try {

@@ -94,6 +94,9 @@ export interface SshOutcome {
 }
 
 export class SshTransfer {
+  /** The host-side partial file being written, removed on cancel. */
+  private localPartial: string | undefined;
+
   private constructor(
     readonly ssh: NodeSSH,
     private readonly sftp: Sftp,
@@ -119,7 +122,37 @@ export class SshTransfer {
   }
 
   /** Host file or tree → remote path (into it when it is a directory). */
-  async put(source: string, remotePath: string, opts: SshTransferOptions = {}): Promise<SshOutcome> {
+  put(source: string, remotePath: string, opts: SshTransferOptions = {}): Promise<SshOutcome> {
+    return this.cancellable(opts.signal, () => this.putTree(source, remotePath, opts));
+  }
+
+  /** Remote file or tree → host path (into it when it is a directory). Nothing the remote says escapes `hostPath`. */
+  get(remotePath: string, hostPath: string, opts: SshTransferOptions = {}): Promise<SshOutcome> {
+    return this.cancellable(opts.signal, () => this.getTree(remotePath, hostPath, opts));
+  }
+
+  /** Cancel drops the SSH connection (this SshTransfer is then closed); partial files are removed before the rejection. */
+  private async cancellable<T>(signal: AbortSignal | undefined, body: () => Promise<T>): Promise<T> {
+    if (!signal) return body();
+    if (signal.aborted) throw new TransferError("cancelled", "transfer cancelled");
+    const work = body();
+    let onAbort!: () => void;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(new TransferError("cancelled", "transfer cancelled"));
+      signal.addEventListener("abort", onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([work, aborted]);
+    } catch (err) {
+      await Promise.race([work.catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
+      if (this.localPartial) await unlink(this.localPartial).catch(() => undefined);
+      throw err;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  private async putTree(source: string, remotePath: string, opts: SshTransferOptions): Promise<SshOutcome> {
     const started = Date.now();
     const plan = await planTree(source, opts.recursive ?? false);
     const meter = new ProgressMeter(opts.onProgress);
@@ -186,8 +219,7 @@ export class SshTransfer {
     }
   }
 
-  /** Remote file or tree → host path (into it when it is a directory). Nothing the remote says escapes `hostPath`. */
-  async get(remotePath: string, hostPath: string, opts: SshTransferOptions = {}): Promise<SshOutcome> {
+  private async getTree(remotePath: string, hostPath: string, opts: SshTransferOptions): Promise<SshOutcome> {
     const started = Date.now();
     const limits: ReceiveLimits = { ...DEFAULT_RECEIVE_LIMITS, ...opts.limits };
     const name = safeName(posix.basename(remotePath.replace(/\/+$/, "")) || "root");
@@ -265,6 +297,7 @@ export class SshTransfer {
           const tmp = join(dirname(abs), partialName(basename(abs)));
           await unlink(tmp).catch(() => undefined); // never write through whatever is there
           currentTmp = tmp;
+          this.localPartial = tmp;
           const remote = it.rel === "" ? remotePath : posix.join(remotePath, it.rel);
           if (size >= SPARSE_PROBE_BYTES && (await this.allHole(remote))) {
             await writeFile(tmp, "", { flag: "wx", mode: 0o600 });
@@ -283,6 +316,7 @@ export class SshTransfer {
           await utimes(tmp, new Date(), new Date(it.attrs.mtime * 1000));
           await rename(tmp, abs);
           currentTmp = undefined;
+          this.localPartial = undefined;
         }
         meter.entriesDone++;
       }
