@@ -154,6 +154,16 @@ for (const kind of ["embedded", "rabbitmq"] as BrokerKind[]) {
       assert.match(r.stderr, /2 targets: 2 cancelled/);
     });
 
+    test("when our reader goes away (vmc run | head), the command is cancelled, not left running", async (t) => {
+      if (!need(t)) return;
+      const p = run(["vm.1.1", "--", "yes"], { timeoutMs: 40_000 });
+      await p.waitForOutput(/^y$/m);
+      p.child.stdout!.destroy();
+      const r = await p.done;
+      assert.equal(r.code, 130, r.stderr);
+      assert.match(r.stderr, /vm\.1\.1\s+cancelled/);
+    });
+
     test("concurrent commands each get their own output and status", async (t) => {
       if (!need(t)) return;
       const runs = Array.from({ length: 6 }, (_, i) =>

@@ -116,9 +116,12 @@ export function parseRunArgs(argv: string[]): Parsed | "help" {
 }
 
 const draining: Partial<Record<OutputStream, Promise<void>>> = {};
+/** Set when our reader went away (EPIPE): output is discarded from then on. */
+const closed: Partial<Record<OutputStream, boolean>> = {};
 
 /** Writes to our stdout/stderr, returning a promise while the pipe is full (backpressure to the broker). */
 function writer(stream: OutputStream, data: Buffer): void | Promise<void> {
+  if (closed[stream]) return;
   const out = stream === "stdout" ? process.stdout : process.stderr;
   if (out.write(data) && !draining[stream]) return;
   return (draining[stream] ??= once(out, "drain").then(() => void delete draining[stream]));
@@ -165,6 +168,17 @@ export async function main(argv: string[]): Promise<number> {
     }
   };
   process.on("SIGINT", onSigint);
+  // `vmc run ... | head`: once our reader is gone, cancel the command instead of crashing on EPIPE.
+  const onPipeError = (stream: OutputStream) => (e: NodeJS.ErrnoException) => {
+    if (e.code !== "EPIPE") throw e;
+    if (closed[stream]) return;
+    closed[stream] = true;
+    run?.cancel();
+  };
+  const onStdoutError = onPipeError("stdout");
+  const onStderrError = onPipeError("stderr");
+  process.stdout.on("error", onStdoutError);
+  process.stderr.on("error", onStderrError);
   const session = await openFleetSession({ brokerUrl: parsed.brokerUrl, name: "vmc-run" });
   try {
     let several = false;
@@ -189,6 +203,8 @@ export async function main(argv: string[]): Promise<number> {
     return exitStatus(report);
   } finally {
     process.off("SIGINT", onSigint);
+    process.stdout.off("error", onStdoutError);
+    process.stderr.off("error", onStderrError);
     await session.close();
   }
 }

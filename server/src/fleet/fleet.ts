@@ -20,7 +20,7 @@ import type { BusClient, BusMessage, BusSubscription } from "../bus/client";
 import type { ControllerKeys } from "../store/keys";
 import { CommandRun, DEFAULT_TIMINGS, type RunEvents, type RunRequest, type RunTimings } from "./command";
 import { AgentRegistry, type AgentChange, type AgentInfo, type RegistryOptions } from "./registry";
-import { expandTarget, literalIds, needsDiscovery, parseTarget, type Target } from "./target";
+import { expandTarget, needsDiscovery, parseTarget, type Target } from "./target";
 
 export interface DiscoveryOptions {
   /** Discovery ends when no HELLO has arrived for this long (default 200 ms). */
@@ -191,11 +191,6 @@ export class Fleet {
     for (const dispose of this.disposers.splice(0)) dispose();
     for (const s of this.subscriptions.splice(0)) s.unsubscribe();
     this.registry.dispose();
-  }
-
-  /** The literal ids a target names (for callers that want to say "unknown agent" early). */
-  static literalIds(target: string): string[] {
-    return literalIds(parseTarget(target));
   }
 
   private context() {
