@@ -11,6 +11,7 @@ import { Queue, type QueueArgs, type QueueOwner } from "./queue";
 import { forwardedHeaders, messageBytes, type StoredMessage } from "./message";
 import { Journal, declareRecord, enqueueRecord } from "./journal";
 import { topicMatches, type Destination } from "./destination";
+import { errorKind } from "./refusal";
 import type { Frame } from "./frame";
 import type { UserTable } from "./auth";
 import type { ParserLimits } from "./parser";
@@ -32,6 +33,8 @@ export interface BrokerLimits extends ParserLimits {
   minHeartbeatMs: number;
   /** Journal size from which a mostly-dead journal is compacted. */
   journalCompactBytes: number;
+  /** Queues declared by name (`/queue/`, durable topic subscriptions). */
+  maxQueues: number;
 }
 
 export const defaultLimits: BrokerLimits = {
@@ -48,6 +51,7 @@ export const defaultLimits: BrokerLimits = {
   maxTransactionFrames: 10_000,
   minHeartbeatMs: 100,
   journalCompactBytes: 16 * 1024 * 1024,
+  maxQueues: 100_000,
 };
 
 export interface BrokerOptions {
@@ -265,6 +269,7 @@ export class Broker implements QueueOwner {
       existing.lastUsed = Date.now(); // redeclaring renews an x-expires lease, as in RabbitMQ
       return existing;
     }
+    if (this.queues.size >= this.limits.maxQueues) return `RESOURCE_LIMIT - the broker already holds ${this.limits.maxQueues} queues`;
     const q = new Queue(name, args, this, exclusive ? c.id : undefined);
     this.queues.set(name, q);
     if (args.expires > 0) this.expiring.add(q);
@@ -292,6 +297,7 @@ export class Broker implements QueueOwner {
         const args = queueArgs(headers);
         if (typeof args === "string") return args;
         args.durable = true;
+        if (this.queues.size >= this.limits.maxQueues) return `RESOURCE_LIMIT - the broker already holds ${this.limits.maxQueues} queues`;
         q = new Queue(name, args, this);
         this.queues.set(name, q);
         if (args.expires > 0) this.expiring.add(q);
@@ -327,7 +333,7 @@ export class Broker implements QueueOwner {
     if (d.kind === "queue") {
       const q = d.declare ? this.declare(c, d.name, f.headers) : this.queues.get(d.name);
       if (q === undefined) return ["not_found", `NOT_FOUND - no queue '${d.name}' in vhost '/'`];
-      if (typeof q === "string") return [q.startsWith("PRECONDITION_FAILED") ? "precondition_failed" : q.startsWith("RESOURCE_LOCKED") ? "resource_locked" : "Bad header", q];
+      if (typeof q === "string") return [errorKind(q), q];
       this.enqueue(q, base);
       return undefined;
     }

@@ -10,6 +10,7 @@ import { FrameParser, ProtocolError } from "./parser";
 import { headerBlock, type StoredMessage } from "./message";
 import type { Consumer, Queue } from "./queue";
 import type { Broker } from "./broker";
+import { errorKind } from "./refusal";
 import { authenticate } from "./auth";
 import { parseDestination } from "./destination";
 
@@ -283,10 +284,7 @@ export class Connection {
     const d = parseDestination(dest);
     if (!d || d.kind === "temp") return this.error("Unknown destination", invalidDestination(dest));
     const found = this.broker.subscribeQueue(this, d, f.headers);
-    if (typeof found === "string") {
-      const kind = found.startsWith("NOT_FOUND") ? "not_found" : found.startsWith("PRECONDITION") ? "precondition_failed" : found.startsWith("RESOURCE_LOCKED") ? "resource_locked" : "Bad SUBSCRIBE";
-      return this.error(kind, found);
-    }
+    if (typeof found === "string") return this.error(errorKind(found), found);
     const sub = new Subscription(this, id, found.queue, ack, pf === undefined ? 0 : Number(pf), found.owned);
     this.subs.set(id, sub);
     this.receipt(f);
