@@ -9,7 +9,7 @@
  * `rabbitmq` user and use the system node); that works as root too, which is how CI runs.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { executable } from "./components";
@@ -56,6 +56,22 @@ export interface RabbitMq {
 }
 
 let instances = 0;
+
+/** Pids of processes whose environment has `HOME=<home>`: everything one node started. */
+function ownProcesses(home: string): number[] {
+  const marker = Buffer.from(`\0HOME=${home}\0`);
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    try {
+      const environ = Buffer.concat([Buffer.from([0]), readFileSync(`/proc/${entry}/environ`)]);
+      if (environ.includes(marker)) pids.push(Number(entry));
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return pids;
+}
 
 function waitExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
@@ -158,7 +174,21 @@ export async function startRabbitMq(opts: RabbitMqOptions = {}): Promise<RabbitM
     if (stopped) return;
     stopped = true;
     await kill("SIGKILL");
+    // beam.smp is a child of the group leader and may still be registered with epmd for a
+    // moment, and epmd refuses `-kill` while a node is registered; epmd also daemonises into its
+    // own process group. So: ask politely, then end whatever still runs with this node's HOME.
     spawnSync(epmd, ["-kill"], { env, stdio: "ignore", timeout: 10_000 });
+    const deadline = Date.now() + 10_000;
+    for (let left = ownProcesses(env.HOME!); left.length && Date.now() < deadline; left = ownProcesses(env.HOME!)) {
+      for (const pid of left) {
+        try {
+          process.kill(pid, "SIGKILL");
+        } catch {
+          // gone meanwhile
+        }
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
     rmSync(dataDir, { recursive: true, force: true });
   };
 
