@@ -52,7 +52,7 @@ test("each target gets its own signed CMD_RUN; every target ends in exactly one 
 test("output is passed on once, in order; what the stream missed comes from the result's tail", async () => {
   const sent: Array<{ agentId: string; message: Record<string, unknown> }> = [];
   const out: string[] = [];
-  const run = new CommandRun({ target: "a", argv: ["x"] }, ["a"], context(new Set(["a"]), sent), { onOutput: (_a, s, d) => out.push(`${s}:${d}`) });
+  const run = new CommandRun({ target: "a", argv: ["x"] }, ["a"], context(new Set(["a"]), sent), { onOutput: (_a, s, d) => void out.push(`${s}:${d}`) });
   await run.start();
   const cmdId = sent[0]!.message.cmdId as string;
   const output = (offset: number, data: string, seq: number) => run.handleOutput({ type: "CMD_OUTPUT", cmdId, agentId: "a", stream: "stdout", seq, offset, data: b64(data) });

@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { expandTarget, matchesTarget, parseTarget, TargetSyntaxError } from "@vmc/server/fleet/target";
 
-const agents = [
+const agents: Array<{ agentId: string; labels: Record<string, string> }> = [
   { agentId: "vm.1.2.7", labels: { role: "worker", zone: "eu-1" } },
   { agentId: "vm.1.2.8", labels: { role: "db" } },
   { agentId: "vm.1.2.7.3", labels: {} },
