@@ -105,6 +105,11 @@ export type Bye = z.infer<typeof Bye>;
 export const Discover = z.object({
   type: z.literal("DISCOVER"),
   controllerId: z.string().max(128),
+  /**
+   * Only these agents need answer (a controller checking on the agents a command names). Absent:
+   * every agent answers. An agent that ignores this field and answers anyway is harmless.
+   */
+  agentIds: z.array(AgentId).max(1024).optional(),
 });
 export type Discover = z.infer<typeof Discover>;
 
