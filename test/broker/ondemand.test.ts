@@ -73,8 +73,8 @@ it("concurrent callers race safely: exactly one broker is started", async () => 
 });
 
 it("on the real default address (61613) inside an isolated network namespace", async (t) => {
-  const unshare = spawnSync("unshare", ["--net", "true"]);
-  if (!requireComponent(t, "unshare --net (root)", unshare.status === 0, "run as root with util-linux")) return;
+  const unshare = spawnSync("unshare", ["--net", "sh", "-c", "ip link set lo up"]);
+  if (!requireComponent(t, "unshare --net and ip (root)", unshare.status === 0, "run as root; util-linux and iproute2 (scripts/provision)")) return;
   const home = mkdtempSync(join(tmpdir(), "vmc-home-"));
   dirs.push(home);
   const script = fileURLToPath(new URL("./fixtures/ensure-default.ts", import.meta.url));
