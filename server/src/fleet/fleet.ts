@@ -20,7 +20,7 @@ import type { BusClient, BusMessage, BusSubscription } from "../bus/client";
 import type { ControllerKeys } from "../store/keys";
 import { CommandRun, DEFAULT_TIMINGS, type RunEvents, type RunRequest, type RunTimings } from "./command";
 import { AgentRegistry, type AgentChange, type AgentInfo, type RegistryOptions } from "./registry";
-import { expandTarget, needsDiscovery, parseTarget, type Target } from "./target";
+import { expandTarget, literalIds, needsDiscovery, parseTarget, type Target } from "./target";
 
 export interface DiscoveryOptions {
   /** Discovery ends when no HELLO has arrived for this long (default 200 ms). */
@@ -164,9 +164,11 @@ export class Fleet {
     if (needsDiscovery(target)) {
       if (options.rediscover || !this.discovered) await this.discover();
       else await this.discovered;
-    } else if (!this.discovered) {
-      // Literal ids only: no need to wait, but learn who is there so away targets are told apart.
-      void this.discover();
+    } else {
+      // Literal ids only: send at once, and ask just those agents we do not know to be online to
+      // say hello, so an online agent is told apart from one whose inbox must hold the command.
+      const unsure = literalIds(target).filter((id) => this.registry.get(id)?.state !== "online");
+      if (unsure.length) this.publishDiscover(unsure.slice(0, 1024)).catch(() => undefined);
     }
     return this.send(target, request, events);
   }
@@ -243,9 +245,9 @@ export class Fleet {
     this.publishDiscover().catch(() => undefined);
   }
 
-  private publishDiscover(): Promise<void> {
-    this.lastDiscoverAt = Date.now();
-    const message: Discover = { type: "DISCOVER", controllerId: this.instanceId };
+  private publishDiscover(agentIds?: string[]): Promise<void> {
+    if (!agentIds) this.lastDiscoverAt = Date.now();
+    const message: Discover = { type: "DISCOVER", controllerId: this.instanceId, ...(agentIds ? { agentIds } : {}) };
     return this.bus.publishJson(Destinations.discover, message);
   }
 }
