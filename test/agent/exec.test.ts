@@ -98,7 +98,7 @@ forEachBroker("agent executes commands", (brokers) => {
       assert.equal(res.status, "timedOut");
       assert.ok(Date.now() - t0 < 10_000);
     });
-    await eventually("cancel's first output", () => (r.controller.stream(cancel.cmdId, "stdout").bytes > 0 ? true : undefined));
+    await eventually("cancel's first output", () => (r.controller.stream(cancel.cmdId, "stdout").bytes > 0 ? true : undefined), 30_000);
     await r.controller.send(r.id, r.controller.sign({ type: "CMD_CANCEL" as const, cmdId: cancel.cmdId, agentId: r.id, issuedAt: Date.now() }));
     const c = await r.controller.result(cancel.cmdId, 1, 15_000);
     assert.equal(c.status, "cancelled");

@@ -24,9 +24,10 @@
  * @packageDocumentation
  */
 import { performance } from "node:perf_hooks";
-import { Client, type IFrame, type IMessage, type IPublishParams, type StompHeaders } from "@stomp/stompjs";
+import { Client, type IFrame, type IMessage, type IPublishParams, type IStompSocketMessageEvent, type StompHeaders } from "@stomp/stompjs";
 import type { z } from "zod";
 import { brokerUrl as defaultBrokerUrl, parseBrokerUrl, type BrokerAddress } from "../config";
+import { BODY_REF_HEADER, LargeBodyFilter } from "./large-bodies";
 import { openTcpStompSocket, type TcpStompSocket } from "./tcp-socket";
 
 /** Connection state. `disconnected`: the link just dropped; `reconnecting`: a new attempt is under way. */
@@ -143,6 +144,8 @@ interface PendingReceipt {
 type StateListener = (state: BusState, reason?: string) => void;
 
 const DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024;
+/** Incoming MESSAGE bodies from this size on bypass stompjs' byte-by-byte parser (see large-bodies.ts). */
+const LARGE_BODY_BYTES = 32 * 1024;
 
 function stderrLogger(name: string): BusLogger {
   return (level, message) => {
@@ -180,6 +183,7 @@ export class BusClient {
   private readonly stateListeners = new Set<StateListener>();
   private connectWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   private drainWaiters: Array<() => void> = [];
+  private readonly largeBodies = new Map<string, Buffer>();
 
   constructor(options: BusClientOptions = {}) {
     this.brokerUrl = options.brokerUrl ?? defaultBrokerUrl();
@@ -431,6 +435,7 @@ export class BusClient {
     this.transport = transport;
     this.lastActivity = performance.now();
     transport.socket.on("data", () => (this.lastActivity = performance.now()));
+    this.interceptLargeBodies(transport);
     const giveUp = setTimeout(() => {
       if (this.generation === generation && this.currentState !== "connected") {
         this.log("debug", `connect to ${this.brokerUrl} timed out`);
@@ -439,6 +444,28 @@ export class BusClient {
     }, this.connectTimeoutMs);
     transport.socket.once("close", () => clearTimeout(giveUp));
     return transport.wrapper;
+  }
+
+  /** Puts a {@link LargeBodyFilter} between the socket and stompjs' parser. */
+  private interceptLargeBodies(transport: TcpStompSocket): void {
+    const filter = new LargeBodyFilter(LARGE_BODY_BYTES, this.largeBodies);
+    let stompHandler: (event: IStompSocketMessageEvent) => void = () => undefined;
+    const filtered = (event: IStompSocketMessageEvent) => {
+      const data = filter.transform(event.data as unknown as Buffer);
+      try {
+        // tcp-wrapper hands stompjs Buffers too, despite the declared type.
+        if (data.length > 0) stompHandler({ data: data as unknown as ArrayBuffer });
+      } finally {
+        // Delivery happened synchronously above; a ref left over belongs to a message nobody took.
+        this.largeBodies.clear();
+      }
+    };
+    // tcp-wrapper calls `this.onmessage(...)` per chunk; stompjs assigns its handler later.
+    Object.defineProperty(transport.wrapper, "onmessage", {
+      configurable: true,
+      get: () => filtered,
+      set: (handler: (event: IStompSocketMessageEvent) => void) => void (stompHandler = handler),
+    });
   }
 
   private async backoff(): Promise<void> {
@@ -515,14 +542,22 @@ export class BusClient {
         this.log("debug", `${kind} on ${record.destination}: ${String(e)}`);
       }
     };
+    const ref = m.headers[BODY_REF_HEADER];
+    const large = ref !== undefined ? this.largeBodies.get(ref) : undefined;
+    if (ref !== undefined) this.largeBodies.delete(ref);
+    let headers = m.headers;
+    if (ref !== undefined) {
+      const { [BODY_REF_HEADER]: _ref, ...rest } = m.headers;
+      headers = large ? { ...rest, "content-length": String(large.length) } : rest;
+    }
     const message: BusMessage = {
       destination: m.headers.destination ?? record.destination,
-      headers: m.headers,
+      headers,
       get body() {
-        return m.body;
+        return large ? large.toString("utf8") : m.body;
       },
       get binaryBody() {
-        return m.binaryBody;
+        return large ?? m.binaryBody;
       },
       ack: () => settle("ack"),
       nack: () => settle("nack"),
