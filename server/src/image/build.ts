@@ -65,7 +65,7 @@ async function resolveInputs(root: string, home: string, agentBundleOverride?: s
     kernel: kernel!,
     busybox: busybox!,
     libraries,
-    fingerprint: { format: 1, debs, node: recipe.node, agentSha256: agentSha, recipeFiles },
+    fingerprint: { format: 2, debs, node: recipe.node, agentSha256: agentSha, recipeFiles },
   };
 }
 
