@@ -9,6 +9,7 @@ const subcommands: Record<string, Subcommand> = {
   run: { summary: "run a command on agents: vmc run TARGET [options] -- CMD [ARG...]", run: async (a) => (await import("./run")).main(a) },
   agent: { summary: "run the guest agent: vmc agent --id ID [--broker URL] [--label k=v]...", run: async (a) => (await import("./agent")).main(a) },
   agents: { summary: "list the agents that answer now", run: async (a) => (await import("./agents")).main(a) },
+  cp: { summary: "copy files to/from agents and VMs: vmc cp [-r] SRC... DST (NAME:/path)", run: async (a) => (await import("./cp")).main(a) },
   image: { summary: "build the bootable guest image (vmc image build)", run: async (a) => (await import("./image")).main(a) },
   vm: { summary: "virtual machines: vmc vm ls|create|start|stop|pause|resume|rm|snapshot|restore|snapshots", run: async (a) => (await import("./vm")).main(a) },
   demo: { summary: "the main job: boot a VM, run a command, snapshot, change, restore", run: async (a) => (await import("./demo")).main(a) },
