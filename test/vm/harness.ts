@@ -6,7 +6,7 @@
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Destinations, Hello } from "@vmc/protocol";
+import { Destinations, PresenceMessage, type Hello } from "@vmc/protocol";
 import { BusClient } from "@vmc/server/bus/client";
 import { Fleet } from "@vmc/server/fleet/fleet";
 import { loadOrCreateControllerKeys } from "@vmc/server/store/keys";
@@ -69,7 +69,8 @@ export async function startController(home: string, brokerUrl: string): Promise<
   const fleet = await Fleet.open({ bus, keys, log: () => undefined });
   const hellos: Hello[] = [];
   const waiters = new Set<() => void>();
-  const sub = bus.subscribeJson(Destinations.presence, Hello, (hello) => {
+  const sub = bus.subscribeJson(Destinations.presence, PresenceMessage, (hello) => {
+    if (hello.type !== "HELLO") return;
     hellos.push(hello);
     if (hellos.length > 1000) hellos.shift();
     for (const w of waiters) w();

@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { Destinations, Hello } from "@vmc/protocol";
+import { Destinations, PresenceMessage, type Hello } from "@vmc/protocol";
 import { ensureBroker } from "../broker/ondemand";
 import { brokerUrl as resolveBrokerUrl, parseBrokerUrl, vmcHome } from "../config";
 import { openFleetSession, type FleetSession } from "../fleet/session";
@@ -47,7 +47,8 @@ export async function main(argv: string[]): Promise<number> {
     const s = session;
     const hellos: Hello[] = [];
     const helloWaiters = new Set<() => void>();
-    const presence = s.bus.subscribeJson(Destinations.presence, Hello, (h) => {
+    const presence = s.bus.subscribeJson(Destinations.presence, PresenceMessage, (h) => {
+      if (h.type !== "HELLO") return;
       hellos.push(h);
       for (const w of helloWaiters) w();
     });

@@ -251,7 +251,7 @@ export class QemuDriver implements Driver {
       brokerHost: record.broker.host,
       brokerPort: record.broker.port,
       forwards: record.forwards,
-      ...(template ? { incoming: `exec:cat ${shellQuote(template.state)}` } : {}),
+      ...(template ? { incoming: "defer" } : {}),
       ...(loadvm ? { loadvm } : {}),
     };
     const r = await run(QEMU_SYSTEM, qemuArgs(launch), 60_000);
@@ -259,7 +259,16 @@ export class QemuDriver implements Driver {
       rmSync(f.pid, { force: true });
       throw hypervisorFailed("qemu", `start VM '${record.name}'`, r.stderr.trim() || `QEMU exited with ${r.code ?? r.signal}`);
     }
-    if (template) await this.finishIncoming(record, f);
+    if (template) {
+      try {
+        await this.finishIncoming(record, f, `exec:cat ${shellQuote(template.state)}`);
+      } catch (err) {
+        const pid = this.livePid(f);
+        if (pid !== undefined) process.kill(pid, "SIGKILL");
+        for (const p of [f.pid, f.qmp, f.events, f.identity]) rmSync(p, { force: true });
+        throw err;
+      }
+    }
     this.store.update(record.name, (rec) => {
       rec.started = true;
       rec.driverData.accel = accel;
@@ -277,25 +286,28 @@ export class QemuDriver implements Driver {
     }
   }
 
-  /** A template clone: wait until the saved state is loaded and running, then hand over the identity. */
-  private async finishIncoming(record: VmRecord, f: VmFiles): Promise<void> {
+  /** A template clone: load the saved state, run it, then hand over the identity. */
+  private async finishIncoming(record: VmRecord, f: VmFiles, uri: string): Promise<void> {
     const qmp = await QmpClient.connect(f.qmp);
     try {
-      const resumed = qmp.waitEvent("RESUME", 60_000);
-      resumed.catch(() => undefined);
-      const s = await qmp.execute<{ status: string }>("query-status");
-      if (s.status !== "running") await resumed;
+      await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+      const done = qmp.waitEvent("MIGRATION", 60_000, (e) => ["completed", "failed", "cancelled"].includes(String(e.data?.status)));
+      done.catch(() => undefined);
+      await qmp.execute("migrate-incoming", { uri });
+      const e = await done;
+      if (e.data?.status !== "completed") throw new Error(`loading the template state ${String(e.data?.status)}`);
+      // The template was saved paused, and a migrated machine keeps the source's run state.
+      await qmp.execute("cont");
     } catch (err) {
       throw hypervisorFailed("qemu", `start VM '${record.name}' from its template`, (err as Error).message);
     } finally {
       qmp.close();
     }
-    const acked = await tellGuest(f.identity, identityMessage(record.agentId, record.controllerPublicKey)).catch(() => false);
-    if (!acked) {
-      this.store.update(record.name, (rec) => {
-        rec.driverData.identityAcked = false;
-      });
-    }
+    // The agent's HELLO on the bus is the real readiness signal; the ACK only confirms the hand-over.
+    const acked = await tellGuest(f.identity, identityMessage(record.agentId, record.controllerPublicKey), 1500).catch(() => false);
+    this.store.update(record.name, (rec) => {
+      rec.driverData.identityAcked = acked;
+    });
   }
 
   async stop(name: string, options: StopOptions = {}): Promise<VmStatus> {

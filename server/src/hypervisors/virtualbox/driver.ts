@@ -18,7 +18,7 @@ import { run } from "../qemu/exec";
 import { isSessionLockError, isUnknownVmError, vbox, VBOXMANAGE, type VBoxCommand } from "./commands";
 
 /** Runs a command, retrying session-lock errors with backoff (100 ms doubling, 6 tries). */
-export async function runVBox<T>(c: VBoxCommand<T>, operation: string, exec = run, pause = sleep): Promise<T> {
+export async function runVBox<T>(c: VBoxCommand<T>, operation: string, exec = run, pause: (ms: number) => Promise<unknown> = sleep): Promise<T> {
   let delay = 100;
   for (let attempt = 1; ; attempt++) {
     let r;
