@@ -1,9 +1,10 @@
 // A second client nobody here wrote: Debian's python3-stomp (stomp.py), driven as a subprocess
-// through test/bus/py/stomp_client.py, for the subset VM Controller's peers would use.
+// through test/bus/py/stomp_client.py (all scenarios in one interpreter: starting Python is the
+// slow part), for the subset VM Controller's peers would use.
 import assert from "node:assert/strict";
 import { execFile, spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import { requireComponent } from "../../harness/components";
 import type { BrokerFixture } from "../fixture";
 
@@ -18,20 +19,20 @@ function pythonStompInstalled(): boolean {
 
 type Result = Record<string, unknown>;
 
-function run(fx: BrokerFixture, scenario: string, dest: string): Promise<Result> {
+/** Runs every scenario of `plan` (scenario → destination) in one python3 process. */
+function runAll(fx: BrokerFixture, plan: Record<string, string>, kill: (f: () => void) => void): Promise<Record<string, Result>> {
   const b = fx.broker();
+  const args = [script, b.host, String(b.port), ...Object.entries(plan).map(([name, dest]) => `${name}=${dest}`)];
   return new Promise((resolve, reject) => {
-    const child = execFile(python, [script, b.host, String(b.port), scenario, dest], { timeout: 60_000 }, (err, stdout, stderr) => {
-      if (err && !stdout) return reject(new Error(`${scenario}: ${err.message}\n${stderr}`));
+    const child = execFile(python, args, { timeout: 120_000 }, (err, stdout, stderr) => {
+      if (err && !stdout) return reject(new Error(`python3-stomp: ${err.message}\n${stderr}`));
       try {
-        const out = JSON.parse(stdout.trim().split("\n").pop() ?? "{}") as Result;
-        if (out.error) return reject(new Error(`python3-stomp ${scenario}: ${String(out.error)}\n${stderr}`));
-        resolve(out);
+        resolve(JSON.parse(stdout.trim().split("\n").pop() ?? "{}") as Record<string, Result>);
       } catch (e) {
-        reject(new Error(`${scenario}: unparseable output ${stdout}\n${stderr} (${String(e)})`));
+        reject(new Error(`python3-stomp: unparseable output ${stdout}\n${stderr} (${String(e)})`));
       }
     });
-    fx.defer(() => child.kill("SIGKILL"));
+    kill(() => child.kill("SIGKILL"));
   });
 }
 
@@ -39,10 +40,28 @@ export function pythonConformance(fx: BrokerFixture): void {
   describe("python3-stomp client", () => {
     const present = (t: Parameters<BrokerFixture["present"]>[0]): boolean =>
       fx.present(t) && requireComponent(t, "python3-stomp", pythonStompInstalled(), "apt-get install python3-stomp");
+    const plan: Record<string, string> = {
+      connect: fx.dest("/queue/", "py-connect"),
+      sendrecv: fx.dest("/queue/", "py-sendrecv"),
+      binary: fx.dest("/queue/", "py-binary"),
+      transaction: fx.dest("/queue/", "py-tx"),
+    };
+    if (fx.quirks.nackRequeues) plan.acknack = fx.dest("/queue/", "py-acknack");
+    let batch: Promise<Record<string, Result>> | undefined;
+    let stopPython: (() => void) | undefined;
+    after(() => stopPython?.());
+    /** This scenario's result; the first call starts the one python3 process for all of them. */
+    const run = async (scenario: string): Promise<Result> => {
+      batch ??= runAll(fx, plan, (f) => (stopPython = f));
+      const r = (await batch)[scenario];
+      if (!r) throw new Error(`python3-stomp: no result for ${scenario}`);
+      if (r.error) throw new Error(`python3-stomp ${scenario}: ${String(r.error)}`);
+      return r;
+    };
 
     test("connects with STOMP 1.2; a wrong passcode is refused", async (t) => {
       if (!present(t)) return;
-      const r = await run(fx, "connect", fx.dest("/queue/", "py-connect"));
+      const r = await run("connect");
       assert.equal(r.connected, true);
       assert.equal(r.version, "1.2");
       assert.equal(r.wrongPasscodeConnected, false);
@@ -50,15 +69,14 @@ export function pythonConformance(fx: BrokerFixture): void {
 
     test("send and receive a JSON message with custom headers", async (t) => {
       if (!present(t)) return;
-      const q = fx.dest("/queue/", "py-sendrecv");
-      const r = await run(fx, "sendrecv", q);
-      assert.deepEqual(r, { body: '{"type":"HELLO"}', contentType: "application/json", xFrom: "python", destination: q });
+      const r = await run("sendrecv");
+      assert.deepEqual(r, { body: '{"type":"HELLO"}', contentType: "application/json", xFrom: "python", destination: plan.sendrecv });
     });
 
     test("NACK redelivers with redelivered:true, ACK settles", async (t) => {
       if (!present(t)) return;
       if (!fx.quirks.nackRequeues) return t.skip(`${fx.target.name} dead-letters NACKed messages (documented)`);
-      const r = await run(fx, "acknack", fx.dest("/queue/", "py-acknack"));
+      const r = await run("acknack");
       assert.equal(r.first, "work");
       assert.equal(r.again, "work");
       assert.equal(r.afterAck, "marker", "the ACKed message came back");
@@ -70,14 +88,14 @@ export function pythonConformance(fx: BrokerFixture): void {
 
     test("a 70 kB binary body with NUL bytes arrives intact", async (t) => {
       if (!present(t)) return;
-      const r = await run(fx, "binary", fx.dest("/queue/", "py-binary"));
+      const r = await run("binary");
       assert.equal(r.gotSha, r.sentSha);
       assert.equal(r.length, 70005);
     });
 
     test("transactions: COMMIT delivers, ABORT discards", async (t) => {
       if (!present(t)) return;
-      const r = await run(fx, "transaction", fx.dest("/queue/", "py-tx"));
+      const r = await run("transaction");
       assert.deepEqual(r, { beforeCommit: "outside", committed: ["tx-1", "tx-2"], afterAbort: "marker" });
     });
   });
