@@ -132,7 +132,7 @@ async function roundTrip(name: string, url: string, home: string, keys: Controll
   const { fleet } = await openFleet(url, keys);
   await waitAgents(fleet, "bench.rt", 1, 30_000);
   const target = parseTarget("bench.rt");
-  const parts = { toStart: [] as number[], running: [] as number[], back: [] as number[] };
+  const parts = { toStart: [] as number[], running: [] as number[] };
   const latency = await measure(name, async () => {
     const sent = Date.now();
     const run = await fleet.send(target, { target: "bench.rt", argv: ["true"] });
@@ -145,7 +145,7 @@ async function roundTrip(name: string, url: string, home: string, keys: Controll
     }
   });
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
-  process.stderr.write(`    (median: sent → agent started it ${median(parts.toStart)} ms; started → result written ${median(parts.running)} ms)\n`);
+  process.stderr.write(`    (median: sent → agent started it ${median(parts.toStart)} ms; agent finished it ${median(parts.running)} ms)\n`);
   return latency;
 }
 
