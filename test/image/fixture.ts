@@ -3,7 +3,7 @@
  * of a run reuses it), and a QEMU boot of it with the broker forwarded as in production.
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ensureGuestImage, type GuestImage } from "@vmc/server/image/index";
@@ -18,8 +18,17 @@ export const imageTestHome = join(tmpdir(), "vmc-test-image-home");
 export const qemuPresent = () => executable("/usr/bin/qemu-system-x86_64") && executable("/usr/bin/qemu-img");
 export const imageToolsPresent = () => ["/usr/bin/apt-get", "/usr/sbin/mke2fs", "/usr/bin/zstd"].every(executable);
 
-export function testImage(opts: { agentBundle?: string; onProgress?: (m: string) => void } = {}): Promise<GuestImage> {
-  return ensureGuestImage({ home: imageTestHome, ...opts });
+/** The image of this checkout in {@link imageTestHome}; images there unused for a day are removed (the home is a cache). */
+export async function testImage(opts: { agentBundle?: string; onProgress?: (m: string) => void } = {}): Promise<GuestImage> {
+  const image = await ensureGuestImage({ home: imageTestHome, ...opts });
+  const now = new Date();
+  utimesSync(image.dir, now, now);
+  const images = join(imageTestHome, "images");
+  for (const id of readdirSync(images)) {
+    const dir = join(images, id);
+    if (id !== image.id && Date.now() - statSync(dir).mtimeMs > 86_400_000) rmSync(dir, { recursive: true, force: true });
+  }
+  return image;
 }
 
 export interface BootedGuest {
