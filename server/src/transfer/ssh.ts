@@ -8,7 +8,7 @@
  */
 import { chmod, lstat, mkdir, rename, stat, statfs, symlink, truncate, unlink, utimes, writeFile } from "node:fs/promises";
 import { basename, dirname, join, posix } from "node:path";
-import { NodeSSH } from "node-ssh";
+import type { NodeSSH } from "node-ssh";
 import { TransferError } from "./errors";
 import { printable, safeComponents, safeName, symlinkStaysInside } from "./paths";
 import { ProgressMeter, type ProgressListener } from "./progress";
@@ -62,6 +62,15 @@ interface FastOpts {
   step?: (total: number, chunk: number, size: number) => void;
 }
 
+/**
+ * node-ssh (ssh2) carries optional native addons that esbuild cannot bundle; loading it by a
+ * computed name keeps it out of the bundles and resolves it from node_modules when used.
+ */
+async function loadNodeSsh(): Promise<typeof NodeSSH> {
+  const name = ["node", "ssh"].join("-");
+  return ((await import(name)) as { NodeSSH: typeof NodeSSH }).NodeSSH;
+}
+
 /** Files this large are probed for being one big hole (a `stat` over SSH) before copying. */
 const SPARSE_PROBE_BYTES = 64 * 1024 * 1024;
 
@@ -103,7 +112,7 @@ export class SshTransfer {
   ) {}
 
   static async connect(target: SshTarget): Promise<SshTransfer> {
-    const ssh = new NodeSSH();
+    const ssh = new (await loadNodeSsh())();
     await ssh.connect({
       host: target.host,
       port: target.port ?? 22,
