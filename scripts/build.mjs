@@ -8,7 +8,17 @@ const production = process.argv.includes("--production");
 // ESM bundles still meet CommonJS dependencies that call require() on Node built-ins.
 const requireShim = "import { createRequire as __vmcCreateRequire } from 'node:module'; const require = __vmcCreateRequire(import.meta.url);";
 
+// ssh2 tries optional native addons (cpu-features, sshcrypto) inside try/catch and falls back to
+// pure JS; left external they fail to load at run time and the fallback is used.
+const nativeAddonsExternal = {
+  name: "native-addons-external",
+  setup(b) {
+    b.onResolve({ filter: /\.node$/ }, (args) => ({ path: args.path, external: true }));
+  },
+};
+
 const common = {
+  plugins: [nativeAddonsExternal],
   absWorkingDir: root,
   bundle: true,
   platform: "node",
