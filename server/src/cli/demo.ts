@@ -45,18 +45,18 @@ export async function main(argv: string[]): Promise<number> {
   try {
     session = await openFleetSession({ brokerUrl: url, home, log: () => undefined });
     const s = session;
-    const hellos: Hello[] = [];
+    const hellos: (Hello & { receivedAt: number })[] = [];
     const helloWaiters = new Set<() => void>();
     const presence = s.bus.subscribeJson(Destinations.presence, PresenceMessage, (h) => {
       if (h.type !== "HELLO") return;
-      hellos.push(h);
+      hellos.push({ ...h, receivedAt: Date.now() });
       for (const w of helloWaiters) w();
     });
     await presence.ready;
     const waitHello = (since: number, timeoutMs: number) =>
       new Promise<Hello>((resolve, reject) => {
         const check = () => {
-          const h = hellos.find((x) => x.agentId === name && x.sentAt >= since);
+          const h = hellos.find((x) => x.agentId === name && x.receivedAt >= since);
           if (!h) return;
           helloWaiters.delete(check);
           clearTimeout(timer);
@@ -105,7 +105,10 @@ export async function main(argv: string[]): Promise<number> {
 
     const restoreAt = Date.now();
     await driver.restoreSnapshot(name, "demo");
-    step(9, `restored 'demo' in ${Date.now() - restoreAt} ms; asking the VM again...`);
+    step(9, `restored 'demo' in ${Date.now() - restoreAt} ms; waiting for the agent to come back...`);
+    await waitHello(restoreAt, 120_000)
+      .then(() => detail(`agent said HELLO again ${Date.now() - restoreAt} ms after the restore began`))
+      .catch(() => detail("no new HELLO (the agent may have kept its connection); asking it anyway"));
     const after = await sh("echo \"demo.txt = $(cat /var/lib/vmc/home/demo.txt), counter = $(cat /tmp/counter)\"; kill -0 $(cat /tmp/counter.pid) 2>/dev/null && echo 'counter process: running' || echo 'counter process: gone'", 120_000);
     detail(after);
     detail(`answered ${Date.now() - restoreAt} ms after the restore began`);
