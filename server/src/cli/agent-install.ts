@@ -86,7 +86,8 @@ export async function main(argv: string[]): Promise<number> {
       start = "systemctl daemon-reload && systemctl enable vmc-agent.service && systemctl restart vmc-agent.service";
     } else {
       const d = sq(dir);
-      start = `cd ${d} && { [ -f agent.pid ] && kill "$(cat agent.pid)" 2>/dev/null; true; } && set -a && . ./agent.env && set +a && nohup node agent.mjs >> agent.log 2>&1 < /dev/null & echo $! > ${d}/agent.pid`;
+      // The previous instance is stopped first, in the foreground: only `nohup node` goes to the background.
+      start = `cd ${d} || exit 1; if [ -f agent.pid ]; then kill "$(cat agent.pid)" 2>/dev/null; fi; set -a; . ./agent.env; set +a; nohup node agent.mjs >> agent.log 2>&1 < /dev/null & echo $! > agent.pid`;
     }
     const started = await ssh.ssh.execCommand(`sh -c ${sq(start)}`);
     if (started.code !== 0) throw new Error(`starting the agent failed: ${started.stderr}`);
