@@ -199,15 +199,24 @@ export class QemuDriver implements Driver {
     return Number.isFinite(pid) && pid > 0 && isQemu(pid) ? pid : undefined;
   }
 
-  /** Runs `fn` with a control-monitor connection, under the VM's lock. */
-  private async control<T>(name: string, fn: (qmp: QmpClient, record: VmRecord, status: VmStatus) => Promise<T>): Promise<T> {
+  /** Runs `fn` under the VM's lock with one control-monitor connection (undefined when QEMU is not running). */
+  private async control<T>(name: string, fn: (qmp: QmpClient | undefined, record: VmRecord, status: VmStatus) => Promise<T>): Promise<T> {
     this.store.read(name);
     return this.store.withLock(name, async () => {
       const record = this.store.read(name);
-      const status = await this.statusOf(record);
-      if (status.state === "stopped") return fn(undefined as unknown as QmpClient, record, status);
-      const qmp = await QmpClient.connect(this.files(name).qmp);
+      const f = this.files(name);
+      const pid = this.livePid(f);
+      if (pid === undefined) return fn(undefined, record, await this.statusOf(record));
+      let qmp: QmpClient;
       try {
+        qmp = await QmpClient.connect(f.qmp);
+      } catch {
+        return fn(undefined, record, await this.statusOf(record));
+      }
+      try {
+        const s = await qmp.execute<{ status: string }>("query-status");
+        const accel = typeof record.driverData.accel === "string" ? record.driverData.accel : undefined;
+        const status: VmStatus = { name, driver: this.name, state: stateFromQmp(s.status), pid, ...(accel ? { accel } : {}) };
         return await fn(qmp, record, status);
       } finally {
         qmp.close();
@@ -360,7 +369,7 @@ export class QemuDriver implements Driver {
   async pause(name: string): Promise<VmStatus> {
     return this.control(name, async (qmp, record, status) => {
       if (status.state === "paused") return status;
-      if (status.state !== "running") throw invalidState(name, "pause", status.state, ["running"]);
+      if (status.state !== "running" || !qmp) throw invalidState(name, "pause", status.state, ["running"]);
       await qmp.execute("stop");
       return { ...status, state: "paused" as const };
     });
@@ -369,7 +378,7 @@ export class QemuDriver implements Driver {
   async resume(name: string): Promise<VmStatus> {
     return this.control(name, async (qmp, record, status) => {
       if (status.state === "running") return status;
-      if (status.state !== "paused") throw invalidState(name, "resume", status.state, ["paused"]);
+      if (status.state !== "paused" || !qmp) throw invalidState(name, "resume", status.state, ["paused"]);
       await qmp.execute("cont");
       return { ...status, state: "running" as const };
     });
@@ -408,7 +417,7 @@ export class QemuDriver implements Driver {
       if ((await this.listSnapshots(name)).some((s) => s.name === snapshot)) throw alreadyExists(`${name}/${snapshot}`);
       if (status.state === "stopped") {
         await qemuImg(["snapshot", "-c", snapshot, this.files(name).disk], `snapshot VM '${name}'`);
-      } else if (status.state === "running" || status.state === "paused") {
+      } else if (qmp && (status.state === "running" || status.state === "paused")) {
         // savevm stops the vCPUs, writes RAM and devices into the writable qcow2 (the read-only
         // rootfs is skipped) and restores the previous run state.
         const out = await qmp.hmp(`savevm ${snapshot}`);
@@ -472,6 +481,7 @@ export class QemuDriver implements Driver {
         await qemuImg(["snapshot", "-d", snapshot, this.files(name).disk], `delete snapshot of VM '${name}'`);
         return;
       }
+      if (!qmp) throw invalidState(name, "delete a snapshot of", status.state, ["running", "paused", "stopped"]);
       const out = await qmp.hmp(`delvm ${snapshot}`);
       if (out.trim()) throw hypervisorFailed("qemu", `delete snapshot of VM '${name}'`, out.trim());
     });
