@@ -195,7 +195,7 @@ for (const kind of ["embedded", "rabbitmq"] as BrokerKind[]) {
       const p = run(["vm.2.1", "--", "head", "-c", String(total), "/dev/zero"], { keepStdout: 0, rssPollMs: 50, timeoutMs: 180_000 });
       const r = await p.done;
       assert.equal(r.code, 0, r.stderr.slice(-2000));
-      assert.equal(r.stdoutBytes, total);
+      assert.equal(r.stdoutBytes, total, `stderr: ${r.stderr.slice(-2000)}\nagent log: ${agents.find((a) => a.id === "vm.2.1")?.log().slice(-3000)}`);
       t.diagnostic(`vmc run peak RSS while relaying 100 MB: ${(r.peakRssBytes / 1048576).toFixed(1)} MiB`);
       assert.ok(r.peakRssBytes > 0, "RSS was measured");
       assert.ok(r.peakRssBytes < 200 * 1024 * 1024, `vmc run RSS peaked at ${r.peakRssBytes} bytes`);

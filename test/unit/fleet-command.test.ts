@@ -88,3 +88,19 @@ test("a timed-out command with no result at all is unreachable after the grace, 
   assert.equal(report.targets[0]!.status, "unreachable");
   assert.match(report.targets[0]!.reason!, /no result 50 ms after the command's 10 ms timeout/);
 });
+
+test("a chunk lost in transit is reported, never silently skipped", async () => {
+  const sent: Array<{ agentId: string; message: Record<string, unknown> }> = [];
+  const lost: string[] = [];
+  const run = new CommandRun({ target: "a", argv: ["x"] }, ["a"], context(new Set(["a"]), sent), {
+    onOutputLost: (_a, s, from, to) => void lost.push(`${s}:${from}-${to}`),
+  });
+  await run.start();
+  const cmdId = sent[0]!.message.cmdId as string;
+  run.handleOutput({ type: "CMD_OUTPUT", cmdId, agentId: "a", stream: "stdout", seq: 0, offset: 0, data: b64("aaaa") });
+  run.handleOutput({ type: "CMD_OUTPUT", cmdId, agentId: "a", stream: "stdout", seq: 2, offset: 8, data: b64("cccc") });
+  run.handleResult(result(cmdId, "a", { stdout: { data: b64("cc"), totalBytes: 12, truncated: true } }));
+  const report = await run.done;
+  assert.deepEqual(lost, ["stdout:4-8"]);
+  assert.equal(report.targets[0]!.outputLostBytes, 4);
+});

@@ -17,7 +17,7 @@ test("several agents' output is prefixed line by line, partial lines held per ag
 
 function outcome(over: Partial<TargetOutcome>): TargetOutcome {
   const empty = { data: Buffer.alloc(0), totalBytes: 0, truncated: false };
-  return { agentId: "a", cmdId: "c-1", status: "succeeded", agentStatus: "exited", exitCode: 0, signal: null, stdout: empty, stderr: empty, resources: null, startedAt: 1, finishedAt: 2, ...over };
+  return { agentId: "a", cmdId: "c-1", status: "succeeded", agentStatus: "exited", exitCode: 0, signal: null, stdout: empty, stderr: empty, resources: null, startedAt: 1, finishedAt: 2, outputLostBytes: 0, ...over };
 }
 function report(targets: TargetOutcome[]): RunReport {
   const counts = { succeeded: 0, failed: 0, timedOut: 0, cancelled: 0, unreachable: 0 };

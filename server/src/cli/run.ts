@@ -186,6 +186,9 @@ export async function main(argv: string[]): Promise<number> {
     run = await session.fleet.run(request, {
       onExpanded: (ids) => (several = ids.length > 1),
       onOutput: json ? undefined : (agentId, stream, data) => (several ? prefixer.push(agentId, stream, data) : writer(stream, data)),
+      onOutputLost: (agentId, stream, from, to) => {
+        process.stderr.write(`vmc run: ${agentId}: ${to - from} bytes of ${stream} (offsets ${from}-${to}) were lost in transit\n`);
+      },
       onTargetDone: (outcome) => {
         if (several && !json) prefixer.flush(outcome.agentId);
       },
@@ -200,6 +203,11 @@ export async function main(argv: string[]): Promise<number> {
     const report = await run.done;
     if (json) process.stdout.write(`${JSON.stringify(runJson(report), null, 2)}\n`);
     else if (several || !report.ok) process.stderr.write(summaryTable(report));
+    const lost = report.targets.reduce((n, t) => n + t.outputLostBytes, 0);
+    if (lost > 0 && !json) {
+      process.stderr.write(`vmc run: output is incomplete: ${lost} bytes were lost in transit\n`);
+      return exitStatus(report) || 1;
+    }
     return exitStatus(report);
   } finally {
     process.off("SIGINT", onSigint);

@@ -49,6 +49,8 @@ export interface RunEvents {
   onOutput?(agentId: string, stream: OutputStream, data: Buffer): void | Promise<void>;
   /** A target has ended. */
   onTargetDone?(outcome: TargetOutcome): void;
+  /** Streamed output skipped bytes `[from, to)` of a stream: they were lost in transit. */
+  onOutputLost?(agentId: string, stream: OutputStream, from: number, to: number): void;
 }
 
 export interface RunTimings {
@@ -89,6 +91,7 @@ interface TargetState {
   seen: Record<OutputStream, ByteTail>;
   timer?: NodeJS.Timeout;
   cancelling: boolean;
+  lostBytes: number;
   /** The agent went offline while this target was online; the timer is its grace. */
   wentOffline: boolean;
   outcome?: TargetOutcome;
@@ -138,6 +141,7 @@ export class CommandRun {
         seen: { stdout: new ByteTail(this.tailBytes), stderr: new ByteTail(this.tailBytes) },
         cancelling: false,
         wentOffline: false,
+        lostBytes: 0,
       };
       this.targets.set(agentId, state);
       this.byCmdId.set(state.cmdId, state);
@@ -228,7 +232,11 @@ export class CommandRun {
     const expected = t.nextOffset[message.stream];
     const end = message.offset + data.length;
     if (end <= expected) return; // a duplicate (redelivery)
-    // Overlap is trimmed; a gap (lost chunk) is accepted, the tail in the result covers it.
+    // Overlap (a redelivery) is trimmed; a gap means a chunk was lost in transit: say so.
+    if (message.offset > expected) {
+      t.lostBytes += message.offset - expected;
+      this.events.onOutputLost?.(t.agentId, message.stream, expected, message.offset);
+    }
     const fresh = message.offset < expected ? data.subarray(expected - message.offset) : data;
     t.nextOffset[message.stream] = end;
     t.seen[message.stream].push(fresh);
@@ -294,6 +302,12 @@ export class CommandRun {
       const missed = data.subarray(missedFrom - tailStart);
       t.nextOffset[stream] = total;
       if (missed.length) pending.push(this.events.onOutput?.(t.agentId, stream, missed));
+    } else if (missedFrom < tailStart && this.request.stream !== false) {
+      t.lostBytes += tailStart - missedFrom;
+      this.events.onOutputLost?.(t.agentId, stream, missedFrom, tailStart);
+      const missed = data;
+      t.nextOffset[stream] = total;
+      if (missed.length) pending.push(this.events.onOutput?.(t.agentId, stream, missed));
     }
     return { data, totalBytes: total, truncated: tail.truncated || data.length < total };
   }
@@ -323,6 +337,7 @@ export class CommandRun {
       resources: outcome.resources ?? null,
       startedAt: outcome.startedAt ?? null,
       finishedAt: this.ctx.now(),
+      outputLostBytes: t.lostBytes,
     };
     t.seen = { stdout: new ByteTail(0), stderr: new ByteTail(0) };
     this.events.onTargetDone?.(t.outcome);

@@ -42,6 +42,8 @@ export interface TargetOutcome {
   resources: Resources | null;
   startedAt: number | null;
   finishedAt: number;
+  /** Bytes of streamed output that never arrived (a chunk lost in transit); 0 when complete. */
+  outputLostBytes: number;
 }
 
 /** What one command did on all its targets. */

@@ -77,6 +77,8 @@ export interface TargetJson {
   resources: Resources | null;
   startedAt: string | null;
   finishedAt: string;
+  /** Bytes of live output lost in transit (absent when none). */
+  outputLostBytes?: number;
 }
 
 export interface RunJson {
@@ -118,6 +120,7 @@ export function runJson(report: RunReport): RunJson {
       resources: t.resources,
       startedAt: t.startedAt === null ? null : iso(t.startedAt),
       finishedAt: iso(t.finishedAt),
+      ...(t.outputLostBytes ? { outputLostBytes: t.outputLostBytes } : {}),
     })),
   };
 }
