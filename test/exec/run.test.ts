@@ -192,7 +192,7 @@ for (const kind of ["embedded", "rabbitmq"] as BrokerKind[]) {
     test("100 MB of output streams through with bounded controller memory", async (t) => {
       if (!need(t)) return;
       const total = 100 * 1000 * 1000;
-      const p = run(["vm.2.1", "--", "head", "-c", String(total), "/dev/zero"], { keepStdout: 0, rssPollMs: 50, timeoutMs: 180_000 });
+      const p = run(["vm.2.1", "--", "head", "-c", String(total), "/dev/zero"], { keepStdout: 0, rssPollMs: 50, timeoutMs: 300_000 });
       const r = await p.done;
       assert.equal(r.code, 0, r.stderr.slice(-2000));
       assert.equal(r.stdoutBytes, total, `stderr: ${r.stderr.slice(-2000)}\nagent log: ${agents.find((a) => a.id === "vm.2.1")?.log().slice(-3000)}`);
