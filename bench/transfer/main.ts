@@ -1,0 +1,157 @@
+/**
+ * bench/transfer: 1 GiB up and down (host → agent, agent → host) through the direct data
+ * channel, the bus fallback (embedded broker), SFTP (node-ssh to openssh-server on loopback) and
+ * a raw TCP socket (the floor: bytes only, no framing, no hashing). One run each, MB/s and ratios.
+ * `VMC_BENCH_XFER_MIB` changes the size (default 1024).
+ */
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { createReadStream, createWriteStream, mkdtempSync, openSync, closeSync, writeSync, rmSync, statSync } from "node:fs";
+import { connect } from "node:net";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { pipeline } from "node:stream/promises";
+import { generateControllerKeyPair, privateKeyFromPem } from "@vmc/protocol/signing";
+import { BusClient } from "@vmc/server/bus/client";
+import { TransferClient } from "@vmc/server/transfer/client";
+import { SshTransfer } from "@vmc/server/transfer/ssh";
+import { startEmbeddedBroker } from "../../test/harness/embedded-broker";
+import { freePort } from "../../test/harness/ports";
+import { startTransferAgent } from "../../test/transfer/agent-process";
+import { sshdInstalled, startSshd } from "../../test/transfer/sshd";
+
+const MIB = 1024 * 1024;
+const size = Number(process.env.VMC_BENCH_XFER_MIB ?? 1024) * MIB;
+const dir = mkdtempSync(join(tmpdir(), "vmc-bench-xfer-"));
+const source = join(dir, "source");
+const results: { path: string; up: number; down: number }[] = [];
+
+function makeSource(): void {
+  // Incompressible but cheap to make: one random MiB repeated (nothing in any path dedups).
+  const block = randomBytes(MIB);
+  const fd = openSync(source, "w");
+  for (let at = 0; at < size; at += MIB) writeSync(fd, block, 0, Math.min(MIB, size - at));
+  closeSync(fd);
+}
+
+async function timed(what: string, fn: () => Promise<unknown>): Promise<number> {
+  const t0 = performance.now();
+  await fn();
+  const s = (performance.now() - t0) / 1000;
+  const mbs = size / 1e6 / s;
+  console.error(`  ${what}: ${s.toFixed(2)} s, ${mbs.toFixed(0)} MB/s`);
+  return mbs;
+}
+
+function clean(...paths: string[]): void {
+  for (const p of paths) rmSync(p, { force: true });
+}
+
+async function rawTcp(): Promise<void> {
+  const peer = spawn(process.execPath, ["--import", "tsx", "bench/transfer/raw-peer.ts"], { detached: true, stdio: ["pipe", "pipe", "inherit"] });
+  try {
+    const { port } = JSON.parse(await new Promise<string>((r) => createInterface({ input: peer.stdout! }).once("line", r))) as { port: number };
+    const remote = join(dir, "raw-remote");
+    const back = join(dir, "raw-back");
+    const open = async (op: "put" | "get", path: string) => {
+      const s = connect({ host: "127.0.0.1", port, noDelay: true });
+      await new Promise((r) => s.once("connect", r));
+      s.write(`${JSON.stringify({ op, path })}\n`);
+      return s;
+    };
+    const up = await timed("raw TCP up", async () => {
+      const s = await open("put", remote);
+      await pipeline(createReadStream(source, { highWaterMark: 4 * MIB }), s);
+      while (statSync(remote, { throwIfNoEntry: false })?.size !== size) await new Promise((r) => setTimeout(r, 2));
+    });
+    const down = await timed("raw TCP down", async () => {
+      const s = await open("get", remote);
+      await pipeline(s, createWriteStream(back, { highWaterMark: 4 * MIB }));
+    });
+    if (statSync(back).size !== size) throw new Error("raw TCP copy incomplete");
+    results.push({ path: "raw TCP (floor)", up, down });
+    clean(remote, back);
+  } finally {
+    process.kill(-peer.pid!, "SIGKILL");
+  }
+}
+
+async function viaClient(label: string, client: TransferClient, target: { agentId: string; dialEndpoint?: { host: string; port: number } }, channel: "direct" | "bus"): Promise<void> {
+  const remote = join(dir, `${channel}-remote`);
+  const back = join(dir, `${channel}-back`);
+  const up = await timed(`${label} up`, () => client.put(target, source, remote, { channel }));
+  const down = await timed(`${label} down`, () => client.get(target, remote, back, { channel }));
+  if (statSync(back).size !== size) throw new Error(`${label} copy incomplete`);
+  results.push({ path: label, up, down });
+  clean(remote, back);
+}
+
+async function main(): Promise<void> {
+  console.error(`bench/transfer: ${size / MIB} MiB, ${cpus().length} cores, load ${loadavg().map((l) => l.toFixed(1)).join(" ")}`);
+  makeSource();
+  const keys = generateControllerKeyPair();
+  const signingKey = privateKeyFromPem(keys.privateKeyPem);
+
+  await rawTcp();
+
+  const agent = await startTransferAgent({ agentId: "bench.direct", publicKey: keys.publicKey });
+  try {
+    const client = new TransferClient({ signingKey, deliver: agent.deliver });
+    await viaClient("direct channel", client, { agentId: "bench.direct", dialEndpoint: agent.endpoint }, "direct");
+  } finally {
+    agent.kill();
+  }
+
+  const broker = await startEmbeddedBroker({ port: await freePort() });
+  const busAgent = await startTransferAgent({ agentId: "bench.bus", publicKey: keys.publicKey, broker: broker.url });
+  const bus = new BusClient({ brokerUrl: broker.url, name: "bench-xfer" });
+  try {
+    await bus.connect(15_000);
+    await viaClient("bus fallback (embedded broker)", new TransferClient({ signingKey, bus }), { agentId: "bench.bus" }, "bus");
+  } finally {
+    await bus.close();
+    busAgent.kill();
+    await broker.stop();
+  }
+
+  if (sshdInstalled()) {
+    const sshd = await startSshd();
+    const ssh = await SshTransfer.connect({ host: sshd.host, port: sshd.port, username: sshd.username, privateKeyPath: sshd.keyPath });
+    try {
+      const remote = join(dir, "sftp-remote");
+      const back = join(dir, "sftp-back");
+      const up = await timed("SFTP up", () => ssh.put(source, remote));
+      const down = await timed("SFTP down", () => ssh.get(remote, back));
+      results.push({ path: "SFTP (node-ssh, openssh-server)", up, down });
+      clean(remote, back);
+    } finally {
+      ssh.dispose();
+      await sshd.stop();
+    }
+  } else {
+    console.error("  SFTP skipped: openssh-server not installed");
+  }
+
+  const raw = results[0]!;
+  const sftp = results.find((r) => r.path.startsWith("SFTP"));
+  console.log(`\n${size / MIB} MiB, one run each, load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores\n`);
+  console.log("| path | up MB/s | down MB/s | vs raw TCP (up/down) | vs SFTP (up/down) |");
+  console.log("|---|---:|---:|---:|---:|");
+  for (const r of results) {
+    const vsRaw = `${(r.up / raw.up).toFixed(2)} / ${(r.down / raw.down).toFixed(2)}`;
+    const vsSftp = sftp ? `${(r.up / sftp.up).toFixed(2)} / ${(r.down / sftp.down).toFixed(2)}` : "n/a";
+    console.log(`| ${r.path} | ${r.up.toFixed(0)} | ${r.down.toFixed(0)} | ${vsRaw} | ${vsSftp} |`);
+  }
+  const direct = results.find((r) => r.path === "direct channel")!;
+  const busR = results.find((r) => r.path.startsWith("bus"))!;
+  const goal = (ok: boolean) => (ok ? "met" : "NOT met");
+  console.log(`\ngoals: direct ≥ 60% of raw TCP: ${goal(direct.up >= 0.6 * raw.up && direct.down >= 0.6 * raw.down)}; direct ≥ 3× SFTP: ${sftp ? goal(direct.up >= 3 * sftp.up && direct.down >= 3 * sftp.down) : "n/a"}; bus ≥ 30 MB/s: ${goal(busR.up >= 30 && busR.down >= 30)}`);
+}
+
+main()
+  .catch((err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  })
+  .finally(() => rmSync(dir, { recursive: true, force: true }));
