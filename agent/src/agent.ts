@@ -126,7 +126,12 @@ class Agent implements AgentHandle {
       this.journal.finish(entry.cmdId, failedResult(this.agentId, entry.cmdId, "lost", "the agent stopped while the command ran; it was not run again"));
     }
     for (const plugin of this.options.plugins ?? []) {
-      this.plugins.push(await plugin.start({ agentId: this.agentId, bus: this.bus, controllerKey: this.key, stateDir: this.options.stateDir, log: this.log }));
+      try {
+        this.plugins.push(await plugin.start({ agentId: this.agentId, bus: this.bus, controllerKey: this.key, stateDir: this.options.stateDir, log: this.log }));
+      } catch (e) {
+        // Commands matter more than any plugin: run without it (HELLO will not announce its capabilities).
+        this.log("error", `plugin ${plugin.name} did not start: ${e instanceof Error ? e.message : String(e)}`);
+      }
     }
     this.subscriptions.push(
       this.bus.subscribe(Destinations.agentInbox(this.agentId), (m) => this.onInbox(m), { ack: "client-individual", prefetch: 256 }),

@@ -120,6 +120,21 @@ forEachBroker("bus client", (brokers) => {
     assert.deepEqual(seen.slice(0, 2), ["hello", "hello"]);
   });
 
+  it("uses a caller-chosen subscription id and refuses a duplicate", async (t) => {
+    const broker = brokers.need(t);
+    if (!broker) return;
+    const bus = new BusClient({ brokerUrl: broker.url, name: "ids" });
+    t.after(() => bus.close());
+    await bus.connect(10_000);
+    const topic = `/topic/vmc.test.${randomUUID()}`;
+    let subscriptionHeader: string | undefined;
+    const sub = bus.subscribe(topic, (m) => void (subscriptionHeader = m.headers.subscription), { headers: { id: "fixed-id" } });
+    await sub.ready;
+    assert.throws(() => bus.subscribe(topic, () => undefined, { headers: { id: "fixed-id" } }), /already in use/);
+    await bus.publish(topic, "x", { receipt: true });
+    assert.equal(await eventually("delivery", () => subscriptionHeader), "fixed-id");
+  });
+
   it("rejects publish on a closed client and reports drained without a connection", async (t) => {
     const broker = brokers.need(t);
     if (!broker) return;

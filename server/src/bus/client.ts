@@ -84,7 +84,7 @@ export interface SubscribeOptions {
   autoDelete?: boolean;
   /** Queue expiry when unused, ms (`x-expires`). */
   expiresMs?: number;
-  /** Any further SUBSCRIBE headers. */
+  /** Any further SUBSCRIBE headers. An `id` here becomes the subscription id (default `s-<n>`). */
   headers?: Record<string, string>;
 }
 
@@ -316,7 +316,9 @@ export class BusClient {
    * logged, never thrown into stompjs. In the client ack modes the handler acks or nacks.
    */
   subscribe(destination: string, handler: BusHandler, options: SubscribeOptions = {}): BusSubscription {
-    const id = `s-${++this.nextId}`;
+    // A caller-chosen `id` (RabbitMQ names a durable topic subscription's queue after it) must be unique on this client.
+    const id = options.headers?.id ?? `s-${++this.nextId}`;
+    if (this.subscriptions.has(id)) throw new Error(`subscription id '${id}' is already in use on this client`);
     let confirm!: () => void;
     const ready = new Promise<void>((resolve) => (confirm = resolve));
     const record: SubscriptionRecord = { id, destination, headers: subscribeHeaders(options), handler, confirmed: false, confirm };
