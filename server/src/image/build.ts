@@ -164,6 +164,7 @@ async function ensure(home: string, id: string, inputs: Inputs, force: boolean, 
     progress(`image ${id}: rebuilding (--force)`);
   }
   mkdirSync(imagesDir, { recursive: true });
+  removeAbandoned(imagesDir);
   const tmp = mkdtempSync(join(imagesDir, `.tmp-${id}-`));
   try {
     const manifest = await buildInto(tmp, id, inputs, home, progress);
@@ -185,6 +186,15 @@ async function ensure(home: string, id: string, inputs: Inputs, force: boolean, 
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     throw e;
+  }
+}
+
+/** Temp and trash dirs of builds that were killed (an hour is far longer than any build). */
+function removeAbandoned(imagesDir: string): void {
+  for (const name of readdirSync(imagesDir)) {
+    if (!name.startsWith(".tmp-") && !name.startsWith(".trash-")) continue;
+    const st = statSync(join(imagesDir, name), { throwIfNoEntry: false });
+    if (st && Date.now() - st.mtimeMs > 3_600_000) rmSync(join(imagesDir, name), { recursive: true, force: true });
   }
 }
 
