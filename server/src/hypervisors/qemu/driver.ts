@@ -402,19 +402,20 @@ export class QemuDriver implements Driver {
   async listSnapshots(name: string): Promise<SnapshotInfo[]> {
     this.store.read(name);
     const out = await qemuImg(["info", "-U", "--output=json", this.files(name).disk], "list snapshots");
-    const info = JSON.parse(out) as { snapshots?: { name: string; "vm-state-size": number; "date-sec": number; "date-nsec": number }[] };
-    return (info.snapshots ?? []).map((s) => ({
-      name: s.name,
-      createdAt: s["date-sec"] * 1000 + Math.floor(s["date-nsec"] / 1e6),
-      withMemory: s["vm-state-size"] > 0,
-      vmStateBytes: s["vm-state-size"],
-    }));
+    return snapshotsFrom((JSON.parse(out) as { snapshots?: RawSnapshot[] }).snapshots);
+  }
+
+  /** The snapshots of a running VM's disk, from QEMU itself (no qemu-img process). */
+  private async snapshotsVia(qmp: QmpClient | undefined, name: string): Promise<SnapshotInfo[]> {
+    if (!qmp) return this.listSnapshots(name);
+    const devices = await qmp.execute<{ device: string; inserted?: { image?: { snapshots?: RawSnapshot[] } } }[]>("query-block");
+    return snapshotsFrom(devices.find((d) => d.device === "disk")?.inserted?.image?.snapshots);
   }
 
   async takeSnapshot(name: string, snapshot: string): Promise<SnapshotInfo> {
     checkSnapshotName(snapshot);
     return this.control(name, async (qmp, record, status) => {
-      if ((await this.listSnapshots(name)).some((s) => s.name === snapshot)) throw alreadyExists(`${name}/${snapshot}`);
+      if ((await this.snapshotsVia(qmp, name)).some((s) => s.name === snapshot)) throw alreadyExists(`${name}/${snapshot}`);
       if (status.state === "stopped") {
         await qemuImg(["snapshot", "-c", snapshot, this.files(name).disk], `snapshot VM '${name}'`);
       } else if (qmp && (status.state === "running" || status.state === "paused")) {
@@ -429,8 +430,9 @@ export class QemuDriver implements Driver {
       } else {
         throw invalidState(name, "snapshot", status.state, ["running", "paused", "stopped"]);
       }
-      await flushFile(this.files(name).disk);
-      const taken = (await this.listSnapshots(name)).find((s) => s.name === snapshot);
+      // Bound the window of unflushed state without making the caller wait for the disk.
+      void flushFile(this.files(name).disk).catch(() => undefined);
+      const taken = (await this.snapshotsVia(qmp, name)).find((s) => s.name === snapshot);
       if (!taken) throw hypervisorFailed("qemu", `snapshot VM '${name}'`, "the snapshot did not appear in the disk image");
       return taken;
     });
@@ -443,13 +445,12 @@ export class QemuDriver implements Driver {
    */
   async restoreSnapshot(name: string, snapshot: string): Promise<VmStatus> {
     checkSnapshotName(snapshot);
-    const snap = (await this.listSnapshots(name)).find((s) => s.name === snapshot);
-    if (!snap) throw unknownSnapshot(name, snapshot);
-    return this.store.withLock(name, async () => {
-      const record = this.store.read(name);
-      const status = await this.statusOf(record);
+    return this.control(name, async (qmp, record, status) => {
+      const snap = (await this.snapshotsVia(qmp, name)).find((s) => s.name === snapshot);
+      if (!snap) throw unknownSnapshot(name, snapshot);
       const f = this.files(name);
-      if (status.state === "stopped") {
+      if (status.state === "stopped" || !qmp) {
+        if (status.state !== "stopped") throw invalidState(name, "restore", status.state, ["running", "paused", "stopped"]);
         if (!snap.withMemory) {
           await qemuImg(["snapshot", "-a", snapshot, f.disk], `restore VM '${name}'`);
           return this.statusOf(record);
@@ -458,25 +459,21 @@ export class QemuDriver implements Driver {
       }
       if (status.state !== "running" && status.state !== "paused") throw invalidState(name, "restore", status.state, ["running", "paused", "stopped"]);
       if (!snap.withMemory) throw invalidState(name, "restore a disk-only snapshot into", status.state, ["stopped"]);
-      const qmp = await QmpClient.connect(f.qmp);
-      try {
-        // loadvm leaves the VM paused when it was paused before; a memory snapshot of a running VM runs.
-        const out = await qmp.hmp(`loadvm ${snapshot}`);
-        if (out.trim()) throw hypervisorFailed("qemu", `restore VM '${name}'`, out.trim(), { name, snapshot });
-        const s = await qmp.execute<{ status: string }>("query-status");
-        if (s.status !== "running") await qmp.execute("cont");
-      } finally {
-        qmp.close();
-      }
+      // loadvm resumes a snapshot taken running; one taken paused stays paused, and comes back running here.
+      const out = await qmp.hmp(`loadvm ${snapshot}`);
+      if (out.trim()) throw hypervisorFailed("qemu", `restore VM '${name}'`, out.trim(), { name, snapshot });
+      const s = await qmp.execute<{ status: string }>("query-status");
+      if (s.status !== "running") await qmp.execute("cont");
+      // The agent's broker connection is now silently dead: tell it (it reconnects and says HELLO).
       void tellGuest(f.identity, { type: "RESTORED", hostTimeMs: Date.now() }, 2000).catch(() => false);
-      return this.statusOf(record);
+      return { ...status, state: "running" as const };
     });
   }
 
   async deleteSnapshot(name: string, snapshot: string): Promise<void> {
     checkSnapshotName(snapshot);
     await this.control(name, async (qmp, _record, status) => {
-      if (!(await this.listSnapshots(name)).some((s) => s.name === snapshot)) throw unknownSnapshot(name, snapshot);
+      if (!(await this.snapshotsVia(qmp, name)).some((s) => s.name === snapshot)) throw unknownSnapshot(name, snapshot);
       if (status.state === "stopped") {
         await qemuImg(["snapshot", "-d", snapshot, this.files(name).disk], `delete snapshot of VM '${name}'`);
         return;
@@ -513,7 +510,7 @@ export class QemuDriver implements Driver {
   }
 }
 
-/** Makes a snapshot durable: the disk runs with cache=unsafe, so QEMU itself never flushes it. */
+/** Pushes the overlay to stable storage: it runs with cache=unsafe, so QEMU itself never flushes it. */
 async function flushFile(path: string): Promise<void> {
   const handle = await open(path, "r");
   try {
@@ -521,6 +518,22 @@ async function flushFile(path: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+interface RawSnapshot {
+  name: string;
+  "vm-state-size": number;
+  "date-sec": number;
+  "date-nsec": number;
+}
+
+function snapshotsFrom(raw: RawSnapshot[] | undefined): SnapshotInfo[] {
+  return (raw ?? []).map((s) => ({
+    name: s.name,
+    createdAt: s["date-sec"] * 1000 + Math.floor(s["date-nsec"] / 1e6),
+    withMemory: s["vm-state-size"] > 0,
+    vmStateBytes: s["vm-state-size"],
+  }));
 }
 
 function checkSnapshotName(snapshot: string): void {
