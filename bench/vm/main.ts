@@ -99,7 +99,7 @@ try {
       restores.push(performance.now() - t);
     }
     const bytes = (await driver.listSnapshots(name))[0]?.vmStateBytes ?? 0;
-    add(`snapshot take, ${mib} MiB guest (${Math.round(bytes / 1048576)} MiB state, incl. fsync)`, median(takes), "ms", mib === 512 ? 350 : undefined);
+    add(`snapshot take, ${mib} MiB guest (${Math.round(bytes / 1048576)} MiB state)`, median(takes), "ms", mib === 512 ? 350 : undefined);
     add(`snapshot restore in place, ${mib} MiB guest`, median(restores), "ms", mib === 512 ? 500 : undefined);
     if (mib !== 512) await driver.delete(name, { force: true });
   }
