@@ -43,16 +43,16 @@ export async function sendPlan(ch: FrameChannel, plan: TransferPlan, opts: SendO
   let resumeWaiter: { i: number; resolve: (offset: number) => void } | undefined;
   let complete: ((c: CompleteFrame) => void) | undefined;
   const completed = new Promise<CompleteFrame>((r) => (complete = r));
-  let fail!: (e: TransferError) => void;
-  const failed = new Promise<never>((_, reject) => (fail = reject));
-  failed.catch(() => undefined);
+  // Pending awaits that a failure must interrupt; each leaves the set when it settles (bounded memory on huge files).
+  const failWaiters = new Set<(e: TransferError) => void>();
   // Per file still being acknowledged: where its bytes start on the position line shared by all files.
   const fileBase = new Map<number, number>();
 
   const stop = (e: TransferError) => {
     if (failure) return;
     failure = e;
-    fail(e);
+    for (const reject of failWaiters) reject(e);
+    failWaiters.clear();
     windowWaiter?.();
   };
   const onAbort = () => stop(new TransferError("cancelled", "transfer cancelled"));
@@ -104,7 +104,16 @@ export async function sendPlan(ch: FrameChannel, plan: TransferPlan, opts: SendO
     while (!failure && sentEnd - ackedEnd > windowBytes) await new Promise<void>((r) => (windowWaiter = r));
     if (failure) throw failure;
   };
-  const race = <T>(p: Promise<T>) => Promise.race([p, failed]);
+  const race = <T>(p: Promise<T>): Promise<T> =>
+    failure
+      ? Promise.reject(failure)
+      : new Promise<T>((resolve, reject) => {
+          failWaiters.add(reject);
+          p.then(
+            (v) => (failWaiters.delete(reject), resolve(v)),
+            (e: unknown) => (failWaiters.delete(reject), reject(e)),
+          );
+        });
 
   let files = 0;
   let bytesSent = 0;
