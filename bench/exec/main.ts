@@ -42,6 +42,13 @@ function killGroups(): void {
   }
 }
 process.on("exit", killGroups);
+// Interrupted (Ctrl-C, `timeout`): still take down every process group we started.
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    killGroups();
+    process.exit(130);
+  });
+}
 
 interface Latency {
   name: string;
