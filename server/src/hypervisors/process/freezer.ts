@@ -4,7 +4,7 @@
  * descendant found in /proc.
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 /** The cgroup2 mount point, when there is one. */
 export function cgroup2Root(): string | undefined {
@@ -43,10 +43,13 @@ export function joinCgroup(dir: string, pid: number): boolean {
 
 export function removeCgroup(dir: string | undefined): void {
   if (!dir) return;
-  try {
-    rmdirSync(dir);
-  } catch {
-    // still populated or gone
+  for (const d of [dir, dirname(dir)]) {
+    try {
+      // The shared parent goes too once the last VM's group is gone.
+      rmdirSync(d);
+    } catch {
+      return;
+    }
   }
 }
 
