@@ -21,6 +21,7 @@ import { publicKeyFromBase64, verifyMessage } from "@vmc/protocol/signing";
 import { BusClient, type BusLogger, type BusMessage, type BusSubscription } from "@vmc/server/bus/client";
 import { failedResult, RunningCommand } from "./executor";
 import { CmdJournal } from "./journal";
+import { OutputWindow } from "./output-window";
 import type { AgentPlugin, AgentPluginInstance } from "./plugin";
 import { AGENT_VERSION } from "./version";
 
@@ -36,7 +37,11 @@ export interface AgentOptions {
   stateDir: string;
   /** Period of presence HEARTBEAT messages, ms (default 10000). */
   heartbeatIntervalMs?: number;
-  /** Broker → agent STOMP heartbeat asked for, ms (default 500: a dead link is noticed in ~1 s). */
+  /**
+   * Broker → agent STOMP heartbeat asked for, ms (default 1000). The link is declared dead after
+   * 3 silent periods (~3 s): shorter thresholds tore down healthy links on a loaded host, and a
+   * snapshot restore is caught sooner by the clock-jump check and the VM driver's RESTORED line.
+   */
   busHeartbeatMs?: number;
   /**
    * Agent → broker STOMP heartbeat, ms (default 1000). Lets the broker drop the agent's OLD
@@ -112,7 +117,8 @@ class Agent implements AgentHandle {
       new BusClient({
         brokerUrl: options.brokerUrl,
         name: `agent ${options.id}`,
-        heartbeatIncomingMs: options.busHeartbeatMs ?? 500,
+        heartbeatIncomingMs: options.busHeartbeatMs ?? 1000,
+        heartbeatTolerance: 3,
         heartbeatOutgoingMs: options.busHeartbeatOutgoingMs ?? 1000,
         clockJumpMs: options.clockJumpMs ?? 1000,
         reconnectMaxDelayMs: 5_000,
@@ -277,8 +283,9 @@ class Agent implements AgentHandle {
       return this.reject(json, `cannot record the command in the journal: ${e instanceof Error ? e.message : String(e)}`);
     }
     m.ack();
+    const output = new OutputWindow(this.bus, cmd.replyTo, this.log);
     const command = new RunningCommand(this.agentId, cmd, {
-      publishOutput: (message) => this.bus.publishJson(cmd.replyTo, message, { headers: { persistent: "true" } }),
+      output,
       congested: () => this.bus.bufferedBytes > 4 * 1024 * 1024,
       drained: () => this.bus.drained(1024 * 1024),
       log: this.log,
@@ -286,6 +293,7 @@ class Agent implements AgentHandle {
     this.commands.set(cmd.cmdId, command);
     command.start((pid) => this.journal.started(cmd.cmdId, pid, processStartTime(pid)));
     const result = await command.done;
+    output.close();
     this.commands.delete(cmd.cmdId);
     this.journal.finish(cmd.cmdId, result);
     void this.deliver(cmd.replyTo, result);

@@ -20,17 +20,24 @@ const COALESCE_BYTES = 64 * 1024;
 const COALESCE_MS = 5;
 /** Raw bytes per CMD_OUTPUT (base64 makes it 4/3 of that, below the schema's 2 MiB). */
 const MAX_CHUNK_BYTES = 256 * 1024;
-/** Output handed to the bus but not yet written (e.g. while reconnecting) before the child is paused. */
-const INFLIGHT_HIGH_BYTES = 4 * 1024 * 1024;
+/** Output not yet confirmed by the broker (e.g. while reconnecting) before the child is paused. */
+const UNCONFIRMED_HIGH_BYTES = 4 * 1024 * 1024;
 /** How long to wait for stdout/stderr to close after the command's wrapper exited (a daemonised child may hold them). */
 const STREAM_GRACE_MS = 1_000;
 /** SIGTERM first; SIGKILL this long after. */
 const KILL_GRACE_MS = 1_000;
 const MAX_PENDING_INPUTS = 64;
 
+/** Where CMD_OUTPUT goes: at least once, in order (see output-window.ts). */
+export interface OutputSink {
+  send(message: CmdOutput, rawBytes: number): void;
+  readonly unconfirmedBytes: number;
+  /** Resolves once at most `limit` raw bytes are unconfirmed (or the sink gave up). */
+  whenBelow(limit: number): Promise<void>;
+}
+
 export interface CommandIo {
-  /** Publishes one CMD_OUTPUT; resolves once it is handed to the socket. */
-  publishOutput(message: CmdOutput): Promise<void>;
+  output: OutputSink;
   /** True while the bus socket's write buffer is above its high-water mark. */
   congested(): boolean;
   /** Resolves when the bus socket's write buffer is low again (or the link dropped). */
@@ -57,8 +64,6 @@ export class RunningCommand {
   private readonly streams: StreamState[];
   private seq = 0;
   private flushTimer: NodeJS.Timeout | undefined;
-  private inflightBytes = 0;
-  private lastPublish: Promise<void> = Promise.resolve();
   private paused = false;
   private endReason: CmdStatus | undefined;
   private killTimer: NodeJS.Timeout | undefined;
@@ -242,26 +247,20 @@ export class RunningCommand {
         data: piece.toString("base64"),
       };
       s.offset += piece.length;
-      this.inflightBytes += piece.length;
-      this.lastPublish = this.io.publishOutput(message).then(
-        () => void (this.inflightBytes -= piece.length),
-        (e: unknown) => {
-          this.inflightBytes -= piece.length;
-          this.io.log("warn", `output of ${this.cmd.cmdId} lost: ${e instanceof Error ? e.message : String(e)}`);
-        },
-      );
+      this.io.output.send(message, piece.length);
     }
     this.applyBackpressure();
   }
 
   private applyBackpressure(): void {
-    if (this.paused || (this.inflightBytes <= INFLIGHT_HIGH_BYTES && !this.io.congested())) return;
+    const output = this.io.output;
+    if (this.paused || (output.unconfirmedBytes <= UNCONFIRMED_HIGH_BYTES && !this.io.congested())) return;
     this.paused = true;
     for (const s of this.streams) s.readable?.pause();
     void (async () => {
-      while (this.inflightBytes > INFLIGHT_HIGH_BYTES / 2 || this.io.congested()) {
+      while (output.unconfirmedBytes > UNCONFIRMED_HIGH_BYTES / 2 || this.io.congested()) {
         if (this.io.congested()) await this.io.drained();
-        else await this.lastPublish;
+        else await output.whenBelow(UNCONFIRMED_HIGH_BYTES / 2);
       }
       this.paused = false;
       for (const s of this.streams) s.readable?.resume();
@@ -278,11 +277,13 @@ export class RunningCommand {
     const report = parseWrapperReport(this.report);
     const outcome =
       report.status !== undefined ? decodeShellStatus(report.status) : { exitCode: code, signal: signal ?? null };
-    await this.lastPublish;
+    const finishedAt = Date.now();
     const resources =
       report.cpuUserMs !== undefined && report.cpuSystemMs !== undefined
         ? { cpuUserMs: report.cpuUserMs, cpuSystemMs: report.cpuSystemMs, peakRssBytes, wallMs: Math.round(performance.now() - this.startedMono) }
         : null;
+    // The result must not overtake output the broker has not confirmed (it may still be re-sent).
+    await this.io.output.whenBelow(0);
     this.settle({
       type: "CMD_RESULT",
       cmdId: this.cmd.cmdId,
@@ -293,7 +294,7 @@ export class RunningCommand {
       stdout: (this.streams[0] as StreamState).tail.result(),
       stderr: (this.streams[1] as StreamState).tail.result(),
       startedAt: this.startedAt,
-      finishedAt: Date.now(),
+      finishedAt,
       resources,
       replayed: false,
     });

@@ -161,8 +161,9 @@ forEachBroker("agent executes commands", (brokers) => {
     assert.equal(Buffer.from(result.stdout.data, "base64").length, 4096);
     // Every CMD_OUTPUT precedes the result on the same destination: all bytes are in, in order.
     await eventually("all output", () => (stdout.bytes === total ? true : undefined), 10_000);
-    assert.ok(stdout.contiguous, "offsets have gaps or overlaps");
-    const seqs = controller.output.get(cmd.cmdId)?.seqs ?? [];
+    assert.ok(stdout.contiguous, "offsets have gaps (output lost)");
+    // At-least-once: a reconnect may re-send messages; each seq first appears in order.
+    const seqs = [...new Set(controller.output.get(cmd.cmdId)?.seqs ?? [])];
     assert.deepEqual(seqs, seqs.map((_, i) => i), "seq is not 0, 1, 2, ...");
     const growth = hwm - idle.rss;
     t.diagnostic(`agent RSS idle ${(idle.rss / 2 ** 20).toFixed(1)} MiB, peak ${(hwm / 2 ** 20).toFixed(1)} MiB (sampled ${(sampledPeak / 2 ** 20).toFixed(1)} MiB), ${seqs.length} CMD_OUTPUT messages`);

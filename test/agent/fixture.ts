@@ -85,11 +85,18 @@ export async function spawnAgent(
 }
 
 export interface StreamStats {
+  /** Distinct bytes received (re-sent bytes counted once, by offset, as the controller does). */
   bytes: number;
-  /** True while every chunk started where the previous one ended. */
+  /** False once a chunk started beyond the bytes received so far (a gap: output lost). */
   contiguous: boolean;
+  /** Bytes that arrived again (at-least-once delivery after a reconnect). */
+  duplicateBytes: number;
+  /** Bytes skipped by gaps (never received). */
+  gapBytes: number;
   /** The first MiB of the stream. */
   text: string;
+  /** The whole stream, for commands listed in {@link TestController.keepAll}. */
+  chunks?: Buffer[];
 }
 
 export class TestController {
@@ -100,6 +107,8 @@ export class TestController {
   readonly output = new Map<string, { stdout: StreamStats; stderr: StreamStats; seqs: number[] }>();
   readonly hellos: Hello[] = [];
   readonly presence: PresenceMessage[] = [];
+  /** Commands whose whole output is kept (StreamStats.chunks). */
+  readonly keepAll = new Set<string>();
 
   private constructor(readonly bus: BusClient) {}
 
@@ -130,15 +139,23 @@ export class TestController {
   private onOutput(m: CmdOutput): void {
     let o = this.output.get(m.cmdId);
     if (!o) {
-      const fresh = (): StreamStats => ({ bytes: 0, contiguous: true, text: "" });
+      const keep = this.keepAll.has(m.cmdId);
+      const fresh = (): StreamStats => ({ bytes: 0, contiguous: true, duplicateBytes: 0, gapBytes: 0, text: "", ...(keep ? { chunks: [] } : {}) });
       o = { stdout: fresh(), stderr: fresh(), seqs: [] };
       this.output.set(m.cmdId, o);
     }
     o.seqs.push(m.seq);
     const s = o[m.stream];
-    const data = Buffer.from(m.data, "base64");
-    if (m.offset !== s.bytes) s.contiguous = false;
-    s.bytes += data.length;
+    const all = Buffer.from(m.data, "base64");
+    if (m.offset > s.bytes) {
+      s.contiguous = false;
+      s.gapBytes += m.offset - s.bytes;
+    }
+    const skip = Math.min(all.length, Math.max(0, s.bytes - m.offset));
+    s.duplicateBytes += skip;
+    const data = m.offset > s.bytes ? all : all.subarray(skip);
+    s.bytes = Math.max(s.bytes, m.offset + all.length);
+    s.chunks?.push(data);
     if (s.text.length < 1024 * 1024) s.text += data.toString("utf8");
   }
 
@@ -177,7 +194,7 @@ export class TestController {
   }
 
   stream(cmdId: string, name: "stdout" | "stderr"): StreamStats {
-    return this.output.get(cmdId)?.[name] ?? { bytes: 0, contiguous: true, text: "" };
+    return this.output.get(cmdId)?.[name] ?? { bytes: 0, contiguous: true, duplicateBytes: 0, gapBytes: 0, text: "" };
   }
 }
 

@@ -123,4 +123,37 @@ forEachBroker("agent runs each command exactly once, across restarts and dead li
     assert.equal(unb64((await controller.result(cmd.cmdId)).stdout.data), "after\n");
     assert.equal(controller.hellos.at(-1)?.bootId, hello.bootId, "same agent process, not a restart");
   });
+  it("delivers every byte of output, in order, across a link that died mid-stream", async (t) => {
+    const broker = brokers.need(t);
+    if (!broker) return;
+    const controller = await TestController.create(t, broker.url);
+    const proxy = await startFreezableProxy(broker.host, broker.port);
+    t.after(() => proxy.close());
+    const id = `test.${randomUUID().slice(0, 8)}`;
+    await spawnAgent(t, { brokerUrl: proxy.url, id, publicKey: controller.keys.publicKey });
+    await controller.hello(id);
+    // 250 paced batches of 10,000 eight-byte lines: 20 MB over several seconds, every byte checkable.
+    const batches = 250;
+    const script = `i=0; while [ $i -lt ${batches} ]; do s=$((1000000 + i * 10000)); seq $s $((s + 9999)); sleep 0.02; i=$((i + 1)); done`;
+    const parts: string[] = [];
+    for (let n = 1_000_000; n < 1_000_000 + batches * 10_000; n++) parts.push(`${n}\n`);
+    const expected = Buffer.from(parts.join(""));
+    const cmd = controller.run(id, { argv: [script], shell: true, tailBytes: 1024 });
+    controller.keepAll.add(cmd.cmdId);
+    await controller.send(id, cmd);
+    await eventually("2 MB of output", () => (controller.stream(cmd.cmdId, "stdout").bytes >= 2_000_000 ? true : undefined), 60_000);
+    // Frames written from now on vanish with the socket, as on a link that stalled and was given up.
+    proxy.freeze();
+    const atFreeze = controller.stream(cmd.cmdId, "stdout").bytes;
+    const result = await controller.result(cmd.cmdId, 1, 120_000);
+    const stdout = controller.stream(cmd.cmdId, "stdout");
+    t.diagnostic(`froze at ${atFreeze} bytes; ${proxy.accepted} connections; ${stdout.duplicateBytes} bytes arrived twice, ${stdout.gapBytes} never`);
+    assert.equal(result.status, "exited");
+    assert.equal(result.stdout.totalBytes, expected.length);
+    assert.ok(atFreeze < expected.length, "the link died mid-stream");
+    assert.ok(proxy.accepted >= 2, "the agent reconnected");
+    assert.equal(stdout.bytes, expected.length, "all output arrived before the result");
+    assert.ok(stdout.contiguous, "no chunk started beyond the bytes received so far");
+    assert.ok(Buffer.concat(stdout.chunks ?? []).equals(expected), "the bytes, by offset, are the command's output");
+  });
 });

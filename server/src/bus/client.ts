@@ -299,7 +299,17 @@ export class BusClient {
     const receipt = `p-${++this.nextId}`;
     const confirmed = this.expectReceipt(receipt, timeoutMs, `publish to ${destination}`);
     (params.headers as StompHeaders).receipt = receipt;
-    this.stomp.publish(params);
+    try {
+      this.stomp.publish(params);
+    } catch (e) {
+      // Not written: settle the receipt now rather than leave it to reject unhandled later.
+      const pending = this.receipts.get(receipt);
+      if (pending) {
+        clearTimeout(pending.timer);
+        this.receipts.delete(receipt);
+        pending.reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    }
     await confirmed;
   }
 
@@ -593,7 +603,12 @@ export class BusClient {
 
   private startWatchdog(): void {
     const period = Math.max(50, Math.min(250, this.incomingMs > 0 ? this.incomingMs / 4 : 250));
+    let lastTick = performance.now();
     this.watchdog = setInterval(() => {
+      // After an event-loop stall, heart-beats may be waiting unread in the socket: let them be read first.
+      const tick = performance.now();
+      const stalled = tick - lastTick > period * 4;
+      lastTick = tick;
       if (this.clockJumpMs > 0) {
         const offset = Date.now() - performance.now();
         const jump = offset - this.clockOffset;
@@ -603,7 +618,7 @@ export class BusClient {
           return;
         }
       }
-      if (this.currentState === "connected" && this.silenceLimitMs > 0) {
+      if (this.currentState === "connected" && this.silenceLimitMs > 0 && !stalled) {
         const silent = performance.now() - this.lastActivity;
         if (silent > this.silenceLimitMs) {
           this.log("warn", `no data from the broker for ${Math.round(silent)} ms: dropping the connection`);
