@@ -55,7 +55,8 @@ export function qemuArgs(l: QemuLaunch): string[] {
   const args = [
     "-name", `vmc-${l.name}`,
     "-machine", "q35",
-    ...(l.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", "tcg", "-cpu", "max"]),
+    // tb-size=64: TCG's translation cache defaults to 1 GiB; 64 MiB saves ~60 MiB RSS per idle VM.
+    ...(l.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", "tcg,tb-size=64", "-cpu", "max"]),
     "-m", String(l.memoryMiB),
     "-smp", String(l.cpus),
     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
