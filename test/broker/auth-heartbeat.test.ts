@@ -42,13 +42,14 @@ describe("authentication", () => {
     await refused(b.port, {});
   });
 
-  it("no users file: guest/guest from loopback; other credentials refused", async () => {
+  it("no users file: guest/guest from loopback; other credentials, or none, refused", async () => {
     const b = await startEmbeddedBroker();
     brokers.push(b);
     const c = await RawClient.login(b.port);
     c.destroy();
     await refused(b.port, { login: "guest", passcode: "nope" });
     await refused(b.port, { login: "bob", passcode: "guest" });
+    assert.match(await refused(b.port, {}), /login/);
   });
 
   it("no users file: guest is refused from a non-loopback address", async (t) => {

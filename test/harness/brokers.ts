@@ -84,7 +84,6 @@ export const embeddedTarget: BrokerTarget = {
     tempQueue: true,
     queueExpiryHeaders: true,
     prefetchCount: true,
-    anonymousConnectAs: "guest",
     redeliveredHeader: true,
     errorClosesConnection: true,
     authErrorCloseMs: 2000,

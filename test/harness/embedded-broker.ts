@@ -5,10 +5,10 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { stompProbe } from "@vmc/server/broker/probe";
 import { freePort } from "./ports";
 
 export interface EmbeddedBrokerOptions {
@@ -42,26 +42,8 @@ export const vmcBundle = join(root, "dist", "vmc.mjs");
 const readyDeadlineMs = 15_000;
 
 /** Resolves true when a STOMP CONNECT at host:port gets CONNECTED within `timeoutMs`. */
-export function stompAnswers(host: string, port: number, timeoutMs = 1000, login = "guest", passcode = "guest"): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host, port, noDelay: true });
-    let received = "";
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    socket.on("error", () => done(false));
-    socket.on("close", () => done(false));
-    socket.on("connect", () => {
-      socket.write(`CONNECT\naccept-version:1.2\nhost:/\nlogin:${login}\npasscode:${passcode}\nheart-beat:0,0\n\n\0`);
-    });
-    socket.on("data", (chunk) => {
-      received += chunk.toString("latin1");
-      if (received.includes("\0")) done(received.startsWith("CONNECTED"));
-    });
-  });
+export async function stompAnswers(host: string, port: number, timeoutMs = 1000, login = "guest", passcode = "guest"): Promise<boolean> {
+  return (await stompProbe(host, port, timeoutMs, { login, passcode })) === "connected";
 }
 
 function waitExit(child: ChildProcess): Promise<void> {

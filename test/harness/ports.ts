@@ -1,14 +1,2 @@
-import { createServer } from "node:net";
-
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => (typeof address === "object" && address ? resolve(address.port) : reject(new Error("no port"))));
-    });
-  });
-}
+/** A TCP port on 127.0.0.1 that was free a moment ago (the same helper the VM driver uses). */
+export { freeLoopbackPort as freePort } from "@vmc/server/hypervisors/ports";

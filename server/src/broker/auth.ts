@@ -39,8 +39,11 @@ export function isLoopback(address: string | undefined): boolean {
 
 /** Undefined when accepted, else the reason (RabbitMQ's wording). */
 export function authenticate(table: UserTable, login: string | undefined, passcode: string | undefined, remote: string | undefined): string | undefined {
-  const user = login ?? "guest";
-  const pass = passcode ?? (login === undefined ? "guest" : "");
+  // Unlike RabbitMQ's `default_user`, a CONNECT without credentials is refused: every client
+  // here names its user (the bus client sends guest/guest when the broker URL has none).
+  if (login === undefined) return "Access refused: CONNECT needs a login and passcode";
+  const user = login;
+  const pass = passcode ?? "";
   if (table.users === null) {
     if (user !== "guest" || !same(pass, "guest")) return `Access refused for user '${user}'`;
     if (!isLoopback(remote)) return `user '${user}' can only connect via localhost`;

@@ -198,9 +198,9 @@ export class BusClient {
     this.clockJumpMs = options.clockJumpMs ?? 0;
     this.publishTimeoutMs = options.publishTimeoutMs ?? 30_000;
 
-    const connectHeaders: StompHeaders = {};
-    if (this.address.login !== undefined) connectHeaders.login = this.address.login;
-    if (this.address.passcode !== undefined) connectHeaders.passcode = this.address.passcode;
+    // No credentials in the URL means the brokers' loopback default user, named explicitly: the
+    // embedded broker refuses an anonymous CONNECT.
+    const connectHeaders: StompHeaders = { login: this.address.login ?? "guest", passcode: this.address.passcode ?? "guest" };
     if (options.vhost !== undefined) connectHeaders.host = options.vhost;
 
     this.stomp = new Client({
