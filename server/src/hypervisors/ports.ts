@@ -1,6 +1,6 @@
 import { createServer } from "node:net";
 
-/** A TCP port on 127.0.0.1 that was free a moment ago (for a VM's forwards). */
+/** A TCP port on 127.0.0.1 that was free a moment ago (VM forwards, tests). */
 export function freeLoopbackPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
