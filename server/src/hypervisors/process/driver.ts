@@ -16,7 +16,7 @@ import { vmcBundlePath } from "../../broker/ondemand";
 import { VmStore, writeAtomic, type VmRecord } from "../../store/vms";
 import type { Disposable, Driver, DriverFactory, DriverFeatures, SnapshotInfo, StopOptions, VmSpec, VmStateEvent, VmStatus } from "../driver";
 import { alreadyExists, hypervisorFailed, invalidState, unknownSnapshot } from "../errors";
-import { cgroupFrozen, joinCgroup, processStopped, removeCgroup, setCgroupFrozen, signalTree, vmCgroup } from "./freezer";
+import { cgroupFrozen, processStopped, removeCgroup, setCgroupFrozen, signalTree, vmCgroup } from "./freezer";
 
 const SNAPSHOT_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
 
@@ -122,7 +122,11 @@ export class ProcessDriver implements Driver {
       const record = this.store.read(name);
       const p = this.paths(name);
       const broker = `stomp://${record.broker.host}:${record.broker.port}`;
-      const argv = [...unsharePrefix(), process.execPath, vmcBundlePath(), "agent", "--id", record.agentId, "--broker", broker, "--key", record.controllerPublicKey, "--state-dir", join(p.root, "agent")];
+      const agent = [...unsharePrefix(), process.execPath, vmcBundlePath(), "agent", "--id", record.agentId, "--broker", broker, "--key", record.controllerPublicKey, "--state-dir", join(p.root, "agent")];
+      // The tree joins its cgroup before anything in it runs: moving the pid after spawn would
+      // race with `unshare --fork`, whose child (the agent) could already sit outside the group.
+      const cg = vmCgroup(this.cgroupKey(name));
+      const argv = cg ? ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', cg, ...agent] : agent;
       const log = openSync(p.log, "a");
       const child = spawn(argv[0]!, argv.slice(1), {
         cwd: join(p.root, "home"),
@@ -134,8 +138,6 @@ export class ProcessDriver implements Driver {
       child.unref();
       const pid = child.pid;
       if (!pid) throw hypervisorFailed("process", `start VM '${name}'`, "spawn failed");
-      const cg = vmCgroup(this.cgroupKey(name));
-      if (cg) joinCgroup(cg, pid);
       writeAtomic(p.pid, `${pid}\n`);
       this.store.update(name, (r) => {
         r.started = true;

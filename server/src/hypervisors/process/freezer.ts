@@ -32,15 +32,6 @@ export function vmCgroup(key: string): string | undefined {
   }
 }
 
-export function joinCgroup(dir: string, pid: number): boolean {
-  try {
-    writeFileSync(join(dir, "cgroup.procs"), String(pid));
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 export function removeCgroup(dir: string | undefined): void {
   if (!dir) return;
   for (const d of [dir, dirname(dir)]) {
