@@ -68,8 +68,15 @@ export interface AgentHandle {
   readonly bus: BusClient;
   /** Commands running now. */
   running(): number;
-  /** Drop the broker connection and reconnect at once (e.g. after a snapshot restore). */
+  /** Drop the broker connection and reconnect at once. */
   reconnectNow(reason: string): void;
+  /**
+   * The VM was restored from a snapshot at `hostTimeMs` (host clock): reconnect at once, and from
+   * now on refuse commands issued before that instant that the journal does not know. The restore
+   * rolled the journal back, so such a command may already have run in the discarded timeline
+   * (a broker redelivers what the old connection left unacked); running it again is not exactly once.
+   */
+  restored(hostTimeMs: number): void;
   /** Cancels running commands (waiting ≤3 s for their results), says BYE, stops plugins, closes the bus. */
   stop(reason?: string): Promise<void>;
 }
@@ -103,6 +110,8 @@ class Agent implements AgentHandle {
   private readonly subscriptions: BusSubscription[] = [];
   private plugins: AgentPluginInstance[] = [];
   private heartbeat: NodeJS.Timeout | undefined;
+  /** Host time of the last snapshot restore; commands issued before it are not run (see `restored`). */
+  private restoredAt = 0;
   private offState: (() => void) | undefined;
   private stopped = false;
 
@@ -170,6 +179,11 @@ class Agent implements AgentHandle {
 
   reconnectNow(reason: string): void {
     this.bus.reconnectNow(reason);
+  }
+
+  restored(hostTimeMs: number): void {
+    this.restoredAt = Math.max(this.restoredAt, hostTimeMs);
+    this.bus.reconnectNow("the VM was restored from a snapshot");
   }
 
   async stop(reason = "stopping"): Promise<void> {
@@ -273,6 +287,9 @@ class Agent implements AgentHandle {
       if (known.result) await this.deliver(cmd.replyTo, { ...known.result, replayed: true });
       else this.log("info", `CMD_RUN ${cmd.cmdId} redelivered while running: not started twice`);
       return;
+    }
+    if (cmd.issuedAt < this.restoredAt) {
+      return this.reject(json, `rolled back: issued before this VM was restored from a snapshot at ${new Date(this.restoredAt).toISOString()}; it may have run in the discarded state`);
     }
     const now = Date.now();
     if (cmd.expiresAt < now) return this.reject(json, `expired at ${new Date(cmd.expiresAt).toISOString()} (agent clock ${new Date(now).toISOString()})`);

@@ -39,7 +39,7 @@ export async function main(argv: string[]): Promise<number> {
     plugins: defaultPlugins({ inVm: settings.inVm || fromIdentityPort, dataListen: settings.dataListen, noTransfer: settings.noTransfer }),
   });
   // After an in-place snapshot restore the host says so on the identity port (and sets our clock): reconnect at once.
-  if (settings.inVm || fromIdentityPort) onRestored(() => agent.reconnectNow("the VM was restored from a snapshot"));
+  if (settings.inVm || fromIdentityPort) onRestored((hostTimeMs) => agent.restored(hostTimeMs));
   agent.bus.onState((state) => {
     if (state === "connected") process.stderr.write(`vmc agent ${settings.id}: connected to ${agent.bus.brokerUrl}\n`);
   });

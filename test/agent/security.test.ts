@@ -4,7 +4,8 @@ import { it } from "node:test";
 import { Destinations } from "@vmc/protocol/bus";
 import { generateControllerKeyPair, privateKeyFromPem } from "@vmc/protocol/signing";
 import { forEachBroker } from "./brokers";
-import { spawnAgent, TestController, unb64 } from "./fixture";
+import { startAgent } from "@vmc/agent/agent";
+import { spawnAgent, tempDir, TestController, unb64 } from "./fixture";
 
 forEachBroker("agent refuses what it must not run", (brokers) => {
   it("refuses forged, unsigned, tampered, expired and wrong-agent commands with reasons", async (t) => {
@@ -82,5 +83,32 @@ forEachBroker("agent refuses what it must not run", (brokers) => {
     const result = await controller.result(cmd.cmdId);
     assert.equal(unb64(result.stdout.data), "still here\n");
     assert.doesNotMatch(agent.stderr(), /TypeError|RangeError|Uncaught|at .*agent/);
+  });
+});
+
+forEachBroker("agent after a snapshot restore", (brokers) => {
+  it("refuses a command issued before the restore that its rolled-back journal cannot know; runs later ones", async (t) => {
+    const broker = brokers.need(t);
+    if (!broker) return;
+    const controller = await TestController.create(t, broker.url);
+    const id = `test.${randomUUID().slice(0, 8)}`;
+    const agent = await startAgent({ id, brokerUrl: broker.url, controllerKey: controller.keys.publicKey, stateDir: tempDir(t, "restored"), log: () => undefined });
+    t.after(() => agent.stop());
+    await controller.hello(id);
+
+    const before = controller.run(id, { argv: ["echo", "from the discarded timeline"] });
+    const issuedAt = Number(before.issuedAt);
+    agent.restored(issuedAt + 1); // the inbox keeps what arrives while it reconnects
+    await controller.send(id, before);
+    const refused = await controller.result(before.cmdId);
+    assert.equal(refused.status, "rejected");
+    assert.match(refused.error ?? "", /rolled back/);
+    assert.equal(refused.stdout.totalBytes, 0, "it did not run");
+
+    const after = controller.run(id, { argv: ["echo", "after"], issuedAt: issuedAt + 2 });
+    await controller.send(id, after);
+    const ran = await controller.result(after.cmdId);
+    assert.equal(ran.status, "exited");
+    assert.equal(unb64(ran.stdout.data), "after\n");
   });
 });
