@@ -211,6 +211,7 @@ export class SshTransfer {
           if (st.size !== size) throw new TransferError("io", `'${e.path}' changed while it was being sent`);
           await call<void>((cb) => this.sftp.setstat(tmp, { mode: e.mode & 0o7777 }, cb));
           await call<void>((cb) => this.sftp.utimes(tmp, Date.now() / 1000, e.mtimeMs / 1000, cb));
+          abort.check(); // a cancel that raced the last bytes must not put the file in place
           await call<void>((cb) => this.sftp.ext_openssh_rename(tmp, remote, cb));
         }
         meter.entriesDone++;
@@ -323,6 +324,7 @@ export class SshTransfer {
           if (!got.isFile() || got.size !== size) throw new TransferError("limit", `'${printable(it.rel)}': ${got.size} bytes arrived, ${size} declared`);
           await chmod(tmp, it.attrs.mode & 0o777);
           await utimes(tmp, new Date(), new Date(it.attrs.mtime * 1000));
+          abort.check(); // a cancel that raced the last bytes must not put the file in place
           await rename(tmp, abs);
           currentTmp = undefined;
           this.localPartial = undefined;
