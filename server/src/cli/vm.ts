@@ -18,7 +18,7 @@ const USAGE = `usage:
   vmc vm stop NAME [--timeout S] [--force]
   vmc vm rm NAME [--force]
   vmc vm snapshot NAME SNAP | vmc vm restore NAME SNAP | vmc vm snapshots NAME | vmc vm snapshot-rm NAME SNAP
-  vmc vm template [--memory MIB] [--cpus N]      boot the guest once and save it: later creates start in < 1 s
+  vmc vm template [--memory MIB] [--cpus N]      boot the guest once and save it: later creates skip the boot
   vmc vm watch NAME                              print state changes as they happen
 All take --json, --broker URL (env VMC_BROKER) and use $VMC_HOME.`;
 
