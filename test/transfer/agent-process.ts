@@ -27,6 +27,10 @@ export async function startTransferAgent(opts: { agentId: string; publicKey: str
     if (err.length > 100_000) err = err.slice(-50_000);
   });
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  // An endpoint that dies on its own is a bug under test: say why, or later failures only show the cascade.
+  child.once("exit", (code) => {
+    if (code) process.stderr.write(`transfer agent ${opts.agentId} exited with ${code}:\n${err.slice(-4000)}\n`);
+  });
   const kill = (signal: NodeJS.Signals = "SIGKILL") => {
     try {
       process.kill(-child.pid!, signal);

@@ -104,16 +104,21 @@ export async function sendPlan(ch: FrameChannel, plan: TransferPlan, opts: SendO
     while (!failure && sentEnd - ackedEnd > windowBytes) await new Promise<void>((r) => (windowWaiter = r));
     if (failure) throw failure;
   };
-  const race = <T>(p: Promise<T>): Promise<T> =>
-    failure
-      ? Promise.reject(failure)
-      : new Promise<T>((resolve, reject) => {
-          failWaiters.add(reject);
-          p.then(
-            (v) => (failWaiters.delete(reject), resolve(v)),
-            (e: unknown) => (failWaiters.delete(reject), reject(e)),
-          );
-        });
+  const race = <T>(p: Promise<T>): Promise<T> => {
+    if (failure) {
+      // `p` is already under way (a send on a closed channel rejects): observe it, or its
+      // rejection goes unhandled and takes the whole agent down.
+      p.catch(() => undefined);
+      return Promise.reject(failure);
+    }
+    return new Promise<T>((resolve, reject) => {
+      failWaiters.add(reject);
+      p.then(
+        (v) => (failWaiters.delete(reject), resolve(v)),
+        (e: unknown) => (failWaiters.delete(reject), reject(e)),
+      );
+    });
+  };
 
   let files = 0;
   let bytesSent = 0;
