@@ -98,7 +98,8 @@ describe("agentless transfer over SSH", () => {
     const again = await ssh.put(src, join(dir.path, "remote-parent"), { recursive: true, resume: true });
     assert.equal(again.bytesSent, 0);
     const big = join(dir.path, "big");
-    writeFileSync(big, randomBytes(8 * 1024 * 1024));
+    // Large enough that the cancel (at the first progress event past 1 MiB, events ≥ 100 ms apart) lands mid-transfer.
+    writeFileSync(big, randomBytes(96 * 1024 * 1024));
     const ac = new AbortController();
     const conn = await SshTransfer.connect({ host: sshd!.host, port: sshd!.port, username: sshd!.username, privateKeyPath: sshd!.keyPath });
     try {

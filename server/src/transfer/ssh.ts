@@ -153,7 +153,12 @@ export class SshTransfer {
     try {
       return await Promise.race([work, aborted]);
     } catch (err) {
-      await Promise.race([work.catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
+      const settled = await Promise.race([
+        work.then((value): { value: T } | undefined => ({ value }), () => undefined),
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 3000)),
+      ]);
+      // A cancel that came after the last file was in place (e.g. from the final progress event) is too late: report what was done.
+      if (settled) return settled.value;
       if (this.localPartial) await unlink(this.localPartial).catch(() => undefined);
       throw err;
     } finally {
