@@ -29,6 +29,12 @@ export namespace VmcErrorCodes {
   export const BrokerUnavailable = -33009;
   export const HypervisorFailed = -33010;
   export const ImageMissing = -33011;
+  /** Nothing at that guest path (`fs.*`). */
+  export const UnknownPath = -33012;
+  /** The file is larger than the request allows (`fs.readFile`). */
+  export const TooLarge = -33013;
+  /** The server is shutting down or has shut down: no new work is taken. */
+  export const ShuttingDown = -33014;
 }
 export type VmcErrorCode = (typeof VmcErrorCodes)[keyof typeof VmcErrorCodes];
 
