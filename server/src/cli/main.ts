@@ -12,6 +12,8 @@ const subcommands: Record<string, Subcommand> = {
   cp: { summary: "copy files to/from agents and VMs: vmc cp [-r] SRC... DST (NAME:/path)", run: async (a) => (await import("./cp")).main(a) },
   image: { summary: "build the bootable guest image (vmc image build)", run: async (a) => (await import("./image")).main(a) },
   vm: { summary: "virtual machines: vmc vm ls|create|start|stop|pause|resume|rm|snapshot|restore|snapshots", run: async (a) => (await import("./vm")).main(a) },
+  rpc: { summary: "the controller API as JSON-RPC on stdio: vmc rpc [--framing lsp|ndjson]", run: async (a) => (await import("./rpc")).main(a) },
+  serve: { summary: "the controller API for the editor: vmc serve --stdio", run: async (a) => (await import("./serve")).main(a) },
   demo: { summary: "the main job: boot a VM, run a command, snapshot, change, restore", run: async (a) => (await import("./demo")).main(a) },
 };
 
