@@ -20,7 +20,7 @@ function outcome(over: Partial<TargetOutcome>): TargetOutcome {
   return { agentId: "a", cmdId: "c-1", status: "succeeded", agentStatus: "exited", exitCode: 0, signal: null, stdout: empty, stderr: empty, resources: null, startedAt: 1, finishedAt: 2, outputLostBytes: 0, ...over };
 }
 function report(targets: TargetOutcome[]): RunReport {
-  const counts = { succeeded: 0, failed: 0, timedOut: 0, cancelled: 0, unreachable: 0 };
+  const counts = { succeeded: 0, failed: 0, timedOut: 0, cancelled: 0, unreachable: 0, rolledBack: 0 };
   for (const t of targets) counts[t.status]++;
   return { runId: "r", target: "x", argv: ["true"], startedAt: 0, finishedAt: 1, targets, counts, ok: targets.length > 0 && counts.succeeded === targets.length };
 }

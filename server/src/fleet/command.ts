@@ -8,10 +8,12 @@
  * - online with a timeout: unreachable when no result came `resultGraceMs` after the timeout;
  * - online, then offline (BYE or missed heartbeats): unreachable after `offlineGraceMs`;
  * - after a cancel: unreachable when the agent has not confirmed within `cancelGraceMs`.
+ * While a target's VM is paused ({@link CommandRun.setPaused}) its deadline stands still: a
+ * paused guest neither runs the command nor answers, and must not be declared unreachable.
  * @packageDocumentation
  */
 import { randomBytes } from "node:crypto";
-import type { CmdCancel, CmdOutput, CmdResult, CmdRunInput } from "@vmc/protocol/bus";
+import type { CmdCancel, CmdInput, CmdOutput, CmdResult, CmdRunInput } from "@vmc/protocol/bus";
 import { classifyResult, countStatuses, type RunReport, type StreamTail, type TargetOutcome, type TargetStatus } from "./outcome";
 import { ByteTail } from "./tail";
 
@@ -28,6 +30,8 @@ export interface RunRequest {
   cwd?: string;
   /** Whole stdin, given up front. */
   stdin?: Uint8Array;
+  /** Keep stdin open for {@link CommandRun.input} (ignored when `stdin` is given). */
+  stdinStream?: boolean;
   /** The agent kills the command after this long. */
   timeoutMs?: number;
   /** How long the command may wait in an offline agent's inbox (default 30 000 ms). */
@@ -40,7 +44,7 @@ export interface RunRequest {
 
 export interface RunEvents {
   /** The target was expanded: these agents get the command (called before anything is sent). */
-  onExpanded?(agentIds: readonly string[]): void;
+  onExpanded?(agentIds: readonly string[], run: CommandRun): void;
   /**
    * A piece of a target's output, in order, each byte once. Return a promise to apply
    * backpressure: the message is acknowledged to the broker only when it settles, so a slow
@@ -94,6 +98,11 @@ interface TargetState {
   lostBytes: number;
   /** The agent went offline while this target was online; the timer is its grace. */
   wentOffline: boolean;
+  /** Its VM is paused: the deadline below is kept, not running. */
+  paused: boolean;
+  /** The armed deadline: when it fires (while running) or how much is left (while paused). */
+  deadline?: { at: number; left: number; fire: () => void };
+  inputSeq: number;
   outcome?: TargetOutcome;
 }
 
@@ -141,6 +150,8 @@ export class CommandRun {
         seen: { stdout: new ByteTail(this.tailBytes), stderr: new ByteTail(this.tailBytes) },
         cancelling: false,
         wentOffline: false,
+        paused: false,
+        inputSeq: 0,
         lostBytes: 0,
       };
       this.targets.set(agentId, state);
@@ -157,6 +168,55 @@ export class CommandRun {
     return [...this.byCmdId.keys()];
   }
 
+  /** The cmdId and send time of a target's CMD_RUN. */
+  targetOf(agentId: string): { cmdId: string; issuedAt: number; done: boolean } | undefined {
+    const t = this.targets.get(agentId);
+    return t && { cmdId: t.cmdId, issuedAt: t.issuedAt, done: t.phase === "done" };
+  }
+
+  /**
+   * The target's VM was paused (true) or resumed (false): its deadline stops and later goes on
+   * with the time it had left.
+   */
+  setPaused(agentId: string, paused: boolean): void {
+    const t = this.targets.get(agentId);
+    if (!t || t.phase === "done" || t.paused === paused) return;
+    t.paused = paused;
+    const d = t.deadline;
+    if (!d) return;
+    if (paused) {
+      if (t.timer) clearTimeout(t.timer);
+      t.timer = undefined;
+      d.left = Math.max(0, d.at - this.ctx.now());
+    } else {
+      d.at = this.ctx.now() + d.left;
+      t.timer = setTimeout(d.fire, d.left);
+    }
+  }
+
+  /**
+   * A snapshot restore rolled the target's guest back to `takenAt`: if its CMD_RUN was sent at or
+   * after that instant and it has not ended, it ends `rolledBack` with `reason`. Returns whether it did.
+   */
+  rollBack(agentId: string, takenAt: number, reason: string): boolean {
+    const t = this.targets.get(agentId);
+    if (!t || t.phase === "done" || t.issuedAt < takenAt) return false;
+    this.finalize(t, { status: "rolledBack", reason });
+    return true;
+  }
+
+  /** Sends stdin to the targets still running (all, or one), in order; `eof` closes it. */
+  async input(data: Uint8Array, eof: boolean, agentId?: string): Promise<void> {
+    const targets = [...this.targets.values()].filter((t) => t.phase !== "done" && (agentId === undefined || t.agentId === agentId));
+    const encoded = Buffer.from(data).toString("base64");
+    await Promise.all(
+      targets.map((t) => {
+        const message: CmdInput = this.ctx.sign({ type: "CMD_INPUT" as const, cmdId: t.cmdId, agentId: t.agentId, seq: t.inputSeq++, data: encoded, eof, issuedAt: this.ctx.now() });
+        return this.ctx.send(t.agentId, message, this.request.expiresInMs ?? 30_000);
+      }),
+    );
+  }
+
   /** The agent a command id was sent to (replies must come from that agent). */
   agentFor(cmdId: string): string | undefined {
     return this.byCmdId.get(cmdId)?.agentId;
@@ -169,7 +229,7 @@ export class CommandRun {
 
   /** Signs and sends each target its own CMD_RUN. */
   async start(): Promise<void> {
-    this.events.onExpanded?.(this.agentIds);
+    this.events.onExpanded?.(this.agentIds, this);
     if (this.remaining === 0) return this.finish();
     const expiresInMs = this.request.expiresInMs ?? 30_000;
     const stdin = this.request.stdin ? Buffer.from(this.request.stdin).toString("base64") : undefined;
@@ -187,7 +247,7 @@ export class CommandRun {
           env: this.request.env ?? {},
           cwd: this.request.cwd,
           stdin,
-          stdinStream: false,
+          stdinStream: stdin === undefined && (this.request.stdinStream ?? false),
           timeoutMs: this.request.timeoutMs,
           stream: this.request.stream ?? true,
           tailBytes: this.tailBytes,
@@ -364,11 +424,13 @@ export class CommandRun {
 
   private arm(t: TargetState, ms: number, fire: () => void): void {
     this.clear(t);
-    t.timer = setTimeout(fire, ms);
+    t.deadline = { at: this.ctx.now() + ms, left: ms, fire };
+    if (!t.paused) t.timer = setTimeout(fire, ms);
   }
 
   private clear(t: TargetState): void {
     if (t.timer) clearTimeout(t.timer);
     t.timer = undefined;
+    t.deadline = undefined;
   }
 }

@@ -14,7 +14,7 @@
  * @packageDocumentation
  */
 import { randomBytes } from "node:crypto";
-import { ControllerInboxMessage, Destinations, type CmdOutput, type CmdResult, type Discover } from "@vmc/protocol/bus";
+import { ControllerInboxMessage, Destinations, type CmdCancel, type CmdOutput, type CmdResult, type Discover } from "@vmc/protocol/bus";
 import { signMessage } from "@vmc/protocol/signing";
 import type { BusClient, BusMessage, BusSubscription } from "../bus/client";
 import type { ControllerKeys } from "../store/keys";
@@ -50,8 +50,16 @@ export interface FleetRunOptions {
   rediscover?: boolean;
 }
 
+/**
+ * Handles a reply for a command this process did not send (one sent by an earlier controller
+ * with the same instanceId, see store/controller-lease.ts). Return a promise to delay the ack.
+ */
+export type OrphanReplyHandler = (message: CmdOutput | CmdResult) => void | Promise<void>;
+
 export class Fleet {
   readonly instanceId: string;
+  /** Replies for commands not sent by this process go here; without it they are dropped. */
+  orphanReplies: OrphanReplyHandler | undefined;
   readonly replyTo: string;
   readonly registry: AgentRegistry;
   private readonly bus: BusClient;
@@ -183,6 +191,12 @@ export class Fleet {
     return run;
   }
 
+  /** Sends a signed CMD_CANCEL for a command this process may not have sent (its result goes to the command's replyTo). */
+  sendCancel(agentId: string, cmdId: string): Promise<void> {
+    const message: CmdCancel = signMessage({ type: "CMD_CANCEL" as const, cmdId, agentId, issuedAt: Date.now() }, this.keys.privateKey);
+    return this.bus.publishJson(Destinations.agentInbox(agentId), message, { headers: { persistent: "true", expiration: "30000" } });
+  }
+
   /** Cancels every run in progress (CMD_CANCEL to each target still running). */
   cancelAll(): void {
     for (const run of this.runs) run.cancel();
@@ -220,7 +234,18 @@ export class Fleet {
 
   private onReply(message: CmdOutput | CmdResult, raw: BusMessage): void {
     const run = this.runsByCmd.get(message.cmdId);
-    if (!run) return raw.ack(); // an old or foreign command: nothing waits for it
+    if (!run) {
+      // An old or foreign command: only a history that knows it waits for it.
+      let wait: void | Promise<void> = undefined;
+      try {
+        wait = this.orphanReplies?.(message);
+      } catch (e) {
+        this.log(`reply for ${message.cmdId} not handled: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      if (wait) wait.then(() => raw.ack(), () => raw.ack());
+      else raw.ack();
+      return;
+    }
     const expected = run.agentFor(message.cmdId);
     if (expected !== message.agentId) {
       this.log(`dropped ${message.type} for ${message.cmdId}: it claims agent ${message.agentId}, the command went to ${expected}`);

@@ -12,11 +12,16 @@ import type { CmdResult, CmdStatus, Resources } from "@vmc/protocol/bus";
  * - `timedOut`: the agent killed it at its timeout;
  * - `cancelled`: cancelled on request (confirmed by the agent, or before the agent took it);
  * - `unreachable`: no result: the agent was offline or unknown until the command expired, went
- *   offline while running, or did not answer by the deadline; `reason` says which.
+ *   offline while running, or did not answer by the deadline; `reason` says which;
+ * - `rolledBack`: a snapshot restore rolled the guest back to before the command was sent (the
+ *   controller was told of the restore, or the agent refused it as issued before its restore).
  */
-export type TargetStatus = "succeeded" | "failed" | "timedOut" | "cancelled" | "unreachable";
+export type TargetStatus = "succeeded" | "failed" | "timedOut" | "cancelled" | "unreachable" | "rolledBack";
 
-export const TARGET_STATUSES: readonly TargetStatus[] = ["succeeded", "failed", "timedOut", "cancelled", "unreachable"];
+export const TARGET_STATUSES: readonly TargetStatus[] = ["succeeded", "failed", "timedOut", "cancelled", "unreachable", "rolledBack"];
+
+/** The prefix of an agent's refusal of a command issued before its VM's snapshot restore (agent/src/agent.ts). */
+export const AGENT_ROLLED_BACK_PREFIX = "rolled back";
 
 /** A bounded tail of one output stream. */
 export interface StreamTail {
@@ -75,6 +80,7 @@ export function classifyResult(result: CmdResult): { status: TargetStatus; reaso
     case "failedToStart":
       return { status: "failed", reason: `failed to start${detail}` };
     case "rejected":
+      if (result.error?.startsWith(AGENT_ROLLED_BACK_PREFIX)) return { status: "rolledBack", reason: `${result.error}` };
       return { status: "failed", reason: `rejected by the agent${detail}` };
     case "lost":
       return { status: "failed", reason: `lost: the agent restarted while it ran${detail}` };
