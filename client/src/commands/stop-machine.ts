@@ -1,0 +1,8 @@
+import { VmStopRequest } from "@vmc/protocol/rpc";
+import { lifecycle } from "./machine-lifecycle";
+import type { VmcCommand } from "./services";
+
+export const stopMachine: VmcCommand = {
+  id: "vmc.machine.stop",
+  run: (s, arg) => lifecycle(s, arg, ["running", "paused", "starting", "error"], "Stopping", (name) => s.controller.request(VmStopRequest.type, { name })),
+};
