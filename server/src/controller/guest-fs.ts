@@ -16,6 +16,7 @@ import type {
   GuestFileStat,
 } from "@vmc/protocol/rpc";
 import type { z } from "zod";
+import type { CommandRun } from "../fleet/command";
 import type { Fleet } from "../fleet/fleet";
 
 /** What one guest command gave back. */
@@ -215,14 +216,40 @@ function failed(path: string, what: string, detail: string, agentId?: string): V
   return new VmcError(VmcErrorCodes.InvalidState, `${path}: ${what}${detail ? `: ${detail}` : ""}`, { path, agentId, noPermissions: noPermission });
 }
 
-/** A {@link GuestExec} over the controller's fleet (one literal agent id per call). */
+/**
+ * A {@link GuestExec} over the controller's fleet (one literal agent id per call). Output is
+ * collected from the stream (in order, each byte once) rather than the kept tail, which the agent
+ * caps below what `fs.readFile` allows; more than `outputBytes` fails the call.
+ */
 export function fleetGuestExec(fleet: Fleet): GuestExec {
   return async (agentId, argv, options) => {
-    const run = await fleet.run({ target: agentId, argv, stdin: options.stdin, stream: false, timeoutMs: options.timeoutMs, expiresInMs: 5000, tailBytes: options.outputBytes });
+    const chunks: Record<"stdout" | "stderr", Buffer[]> = { stdout: [], stderr: [] };
+    let bytes = 0;
+    let problem: string | undefined;
+    let run: CommandRun | undefined;
+    run = await fleet.run(
+      { target: agentId, argv, stdin: options.stdin, stream: true, timeoutMs: options.timeoutMs, expiresInMs: 5000, tailBytes: 4096 },
+      {
+        onOutput(_agent, stream, data) {
+          bytes += data.length;
+          if (bytes > options.outputBytes) {
+            problem ??= `more than ${options.outputBytes} bytes of output`;
+            run?.cancel();
+            return;
+          }
+          chunks[stream].push(data);
+        },
+        onOutputLost(_agent, stream, from, to) {
+          problem ??= `${stream} bytes ${from}..${to} were lost in transit`;
+        },
+      },
+    );
+    if (problem) run.cancel();
     const report = await run.done;
     const outcome = report.targets[0];
     if (!outcome) return { status: "unreachable", exitCode: null, stdout: Buffer.alloc(0), stderr: Buffer.alloc(0), reason: `no agent ${agentId}` };
-    return { status: outcome.status, exitCode: outcome.exitCode, stdout: outcome.stdout.data, stderr: outcome.stderr.data, reason: outcome.reason };
+    if (problem) return { status: "failed", exitCode: null, stdout: Buffer.alloc(0), stderr: Buffer.from(problem), reason: problem };
+    return { status: outcome.status, exitCode: outcome.exitCode, stdout: Buffer.concat(chunks.stdout), stderr: Buffer.concat(chunks.stderr), reason: outcome.reason };
   };
 }
 
