@@ -11,6 +11,7 @@
  */
 import { NotificationType, RequestType } from "vscode-jsonrpc";
 import { z } from "zod";
+import type { Resources } from "./bus";
 import { DriverName, VmName, VmState } from "./vm";
 
 /** Version of this catalogue; the handshake reports it. Additive changes do not bump it. */
@@ -263,7 +264,8 @@ export interface CommandTarget {
   reason?: string;
   stdout: OutputTailInfo;
   stderr: OutputTailInfo;
-  resources: { userCpuMs: number; systemCpuMs: number; maxRssKiB: number; wallMs: number } | null;
+  /** CPU and peak memory of the command's own process tree (the same record as `vmc run --json`). */
+  resources: Resources | null;
   startedAt: number | null;
   finishedAt: number | null;
 }
