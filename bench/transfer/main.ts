@@ -2,7 +2,10 @@
  * bench/transfer: 1 GiB up and down (host → agent, agent → host) through the direct data
  * channel, the bus fallback (embedded broker), SFTP (node-ssh to openssh-server on loopback) and
  * a raw TCP socket (the floor: bytes only, no framing, no hashing). One run each, MB/s and ratios.
- * `VMC_BENCH_XFER_MIB` changes the size (default 1024).
+ * `VMC_BENCH_XFER_MIB` changes the size (default 1024); `VMC_BENCH_XFER_PATHS` picks paths
+ * (comma list of raw, direct, direct-main, bus, sftp; default all). `direct-main` is the direct
+ * channel with hashing on the main thread (VMC_TRANSFER_HASH_THREADS=0 on both ends): the
+ * before/after of the hash thread pool, measured in the same run.
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -25,7 +28,9 @@ const MIB = 1024 * 1024;
 const size = Number(process.env.VMC_BENCH_XFER_MIB ?? 1024) * MIB;
 const dir = mkdtempSync(join(tmpdir(), "vmc-bench-xfer-"));
 const source = join(dir, "source");
+let startLoad = "";
 const results: { path: string; up: number; down: number }[] = [];
+const paths = new Set((process.env.VMC_BENCH_XFER_PATHS ?? "raw,direct-main,direct,bus,sftp").split(",").map((p) => p.trim()));
 
 function makeSource(): void {
   // Incompressible but cheap to make: one random MiB repeated (nothing in any path dedups).
@@ -88,34 +93,46 @@ async function viaClient(label: string, client: TransferClient, target: { agentI
 }
 
 async function main(): Promise<void> {
+  startLoad = loadavg().map((l) => l.toFixed(1)).join(" ");
   console.error(`bench/transfer: ${size / MIB} MiB, ${cpus().length} cores, load ${loadavg().map((l) => l.toFixed(1)).join(" ")}`);
   makeSource();
   const keys = generateControllerKeyPair();
   const signingKey = privateKeyFromPem(keys.privateKeyPem);
 
-  await rawTcp();
+  if (paths.has("raw")) await rawTcp();
 
-  const agent = await startTransferAgent({ agentId: "bench.direct", publicKey: keys.publicKey });
-  try {
-    const client = new TransferClient({ signingKey, deliver: agent.deliver });
-    await viaClient("direct channel", client, { agentId: "bench.direct", dialEndpoint: agent.endpoint }, "direct");
-  } finally {
-    agent.kill();
+  for (const variant of ["direct-main", "direct"] as const) {
+    if (!paths.has(variant)) continue;
+    const threads = variant === "direct-main" ? "0" : process.env.VMC_TRANSFER_HASH_THREADS;
+    const saved = process.env.VMC_TRANSFER_HASH_THREADS;
+    setHashThreads(threads);
+    const agent = await startTransferAgent({ agentId: "bench.direct", publicKey: keys.publicKey });
+    try {
+      const client = new TransferClient({ signingKey, deliver: agent.deliver });
+      await viaClient(variant === "direct" ? "direct channel" : "direct, hashing on the main thread", client, { agentId: "bench.direct", dialEndpoint: agent.endpoint }, "direct");
+    } finally {
+      agent.kill();
+      setHashThreads(saved);
+    }
   }
 
-  const broker = await startEmbeddedBroker({ port: await freePort() });
-  const busAgent = await startTransferAgent({ agentId: "bench.bus", publicKey: keys.publicKey, broker: broker.url });
-  const bus = new BusClient({ brokerUrl: broker.url, name: "bench-xfer" });
-  try {
-    await bus.connect(15_000);
-    await viaClient("bus fallback (embedded broker)", new TransferClient({ signingKey, bus }), { agentId: "bench.bus" }, "bus");
-  } finally {
-    await bus.close();
-    busAgent.kill();
-    await broker.stop();
+  if (paths.has("bus")) {
+    const broker = await startEmbeddedBroker({ port: await freePort() });
+    const busAgent = await startTransferAgent({ agentId: "bench.bus", publicKey: keys.publicKey, broker: broker.url });
+    const bus = new BusClient({ brokerUrl: broker.url, name: "bench-xfer" });
+    try {
+      await bus.connect(15_000);
+      await viaClient("bus fallback (embedded broker)", new TransferClient({ signingKey, bus }), { agentId: "bench.bus" }, "bus");
+    } finally {
+      await bus.close();
+      busAgent.kill();
+      await broker.stop();
+    }
   }
 
-  if (sshdInstalled()) {
+  if (!paths.has("sftp")) {
+    // not asked for
+  } else if (sshdInstalled()) {
     const sshd = await startSshd();
     const ssh = await SshTransfer.connect({ host: sshd.host, port: sshd.port, username: sshd.username, privateKeyPath: sshd.keyPath });
     try {
@@ -133,20 +150,31 @@ async function main(): Promise<void> {
     console.error("  SFTP skipped: openssh-server not installed");
   }
 
-  const raw = results[0]!;
+  const raw = results.find((r) => r.path.startsWith("raw"));
   const sftp = results.find((r) => r.path.startsWith("SFTP"));
-  console.log(`\n${size / MIB} MiB, one run each, load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores\n`);
+  const ratio = (a: number, b: number | undefined) => (b ? (a / b).toFixed(2) : "n/a");
+  console.log(`\n${size / MIB} MiB, one run each, load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores (started at ${startLoad})\n`);
   console.log("| path | up MB/s | down MB/s | vs raw TCP (up/down) | vs SFTP (up/down) |");
   console.log("|---|---:|---:|---:|---:|");
   for (const r of results) {
-    const vsRaw = `${(r.up / raw.up).toFixed(2)} / ${(r.down / raw.down).toFixed(2)}`;
-    const vsSftp = sftp ? `${(r.up / sftp.up).toFixed(2)} / ${(r.down / sftp.down).toFixed(2)}` : "n/a";
-    console.log(`| ${r.path} | ${r.up.toFixed(0)} | ${r.down.toFixed(0)} | ${vsRaw} | ${vsSftp} |`);
+    console.log(`| ${r.path} | ${r.up.toFixed(0)} | ${r.down.toFixed(0)} | ${ratio(r.up, raw?.up)} / ${ratio(r.down, raw?.down)} | ${ratio(r.up, sftp?.up)} / ${ratio(r.down, sftp?.down)} |`);
   }
-  const direct = results.find((r) => r.path === "direct channel")!;
-  const busR = results.find((r) => r.path.startsWith("bus"))!;
+  const direct = results.find((r) => r.path === "direct channel");
+  const before = results.find((r) => r.path.startsWith("direct, hashing"));
+  const busR = results.find((r) => r.path.startsWith("bus"));
   const goal = (ok: boolean) => (ok ? "met" : "NOT met");
-  console.log(`\ngoals: direct ≥ 60% of raw TCP: ${goal(direct.up >= 0.6 * raw.up && direct.down >= 0.6 * raw.down)}; direct ≥ 3× SFTP: ${sftp ? goal(direct.up >= 3 * sftp.up && direct.down >= 3 * sftp.down) : "n/a"}; bus ≥ 30 MB/s: ${goal(busR.up >= 30 && busR.down >= 30)}`);
+  console.log("\ngoals (both directions must pass):");
+  if (direct && raw)
+    console.log(`  direct ≥ 0.60 × raw TCP: up ${ratio(direct.up, raw.up)}, down ${ratio(direct.down, raw.down)} → ${goal(direct.up >= 0.6 * raw.up && direct.down >= 0.6 * raw.down)}`);
+  if (direct && sftp)
+    console.log(`  direct ≥ 3.00 × SFTP:    up ${ratio(direct.up, sftp.up)}, down ${ratio(direct.down, sftp.down)} → ${goal(direct.up >= 3 * sftp.up && direct.down >= 3 * sftp.down)}`);
+  if (busR) console.log(`  bus ≥ 30 MB/s:           up ${busR.up.toFixed(0)}, down ${busR.down.toFixed(0)} → ${goal(busR.up >= 30 && busR.down >= 30)}`);
+  if (direct && before) console.log(`  hash threads vs main-thread hashing (same run): up ×${ratio(direct.up, before.up)}, down ×${ratio(direct.down, before.down)}`);
+}
+
+function setHashThreads(value: string | undefined): void {
+  if (value === undefined) delete process.env.VMC_TRANSFER_HASH_THREADS;
+  else process.env.VMC_TRANSFER_HASH_THREADS = value;
 }
 
 main()

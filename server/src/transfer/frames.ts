@@ -5,6 +5,7 @@
 import type { Socket } from "node:net";
 import type { z } from "zod";
 import { ACK_PAYLOAD_BYTES, DATA_HEADER_BYTES, ErrorFrame, FrameType, MAX_CONTROL_BYTES, ZERO_PAYLOAD_BYTES } from "@vmc/protocol/transfer";
+import { BufferRecycler } from "./buffers";
 import { TransferError } from "./errors";
 
 export interface Frame {
@@ -15,6 +16,13 @@ export interface Frame {
 export interface FrameChannel {
   /** Queues one frame; resolves when the transport can take more (backpressure). */
   send(type: number, ...parts: Buffer[]): Promise<void>;
+  /**
+   * {@link send}, and calls `written` once the transport no longer needs `parts` (their memory may
+   * then be reused). `written` is called exactly once, also when the send fails.
+   */
+  sendThen(type: number, parts: Buffer[], written: () => void): Promise<void>;
+  /** Hands back the payload of a received frame the reader is done with (its memory is reused). */
+  recycle(payload: Buffer): void;
   /** The next frame; rejects with a TransferError on close, failure or `timeoutMs` of silence. */
   next(timeoutMs?: number): Promise<Frame>;
   /** Largest accepted frame (type byte + payload); raised once a transfer is authorised. */
@@ -39,6 +47,17 @@ export abstract class QueuedChannel implements FrameChannel {
 
   abstract send(type: number, ...parts: Buffer[]): Promise<void>;
   abstract end(): void;
+
+  /** Default: `send` copies or writes `parts` before it returns. */
+  sendThen(type: number, parts: Buffer[], written: () => void): Promise<void> {
+    try {
+      return this.send(type, ...parts);
+    } finally {
+      written();
+    }
+  }
+
+  recycle(_payload: Buffer): void {}
   protected abstract onDrained(): void;
   protected abstract teardown(): void;
 
@@ -111,6 +130,11 @@ export class SocketFrameChannel extends QueuedChannel {
   private bodyFill = 0;
   private bodyType = 0;
   private static readonly HIGH_WATER = 16 * 1024 * 1024;
+  /** Bytes the socket may hold in user space before `send` waits for it to drain. */
+  private static readonly WRITE_HIGH_WATER = 4 * 1024 * 1024;
+  /** Frame bodies at least this large come from (and go back to) `bodies`. */
+  private static readonly RECYCLE_MIN = 64 * 1024;
+  private bodies: BufferRecycler | undefined;
 
   constructor(private readonly socket: Socket) {
     super();
@@ -138,7 +162,7 @@ export class SocketFrameChannel extends QueuedChannel {
         this.bodyType = this.header[4]!;
         this.headerFill = 0;
         this.bodyFill = 0;
-        this.body = Buffer.allocUnsafe(length - 1);
+        this.body = this.bodies && length - 1 >= SocketFrameChannel.RECYCLE_MIN ? this.bodies.take(length - 1) : Buffer.allocUnsafe(length - 1);
       }
       const body = this.body;
       const n = Math.min(body.length - this.bodyFill, chunk.length - at);
@@ -157,17 +181,34 @@ export class SocketFrameChannel extends QueuedChannel {
     if (this.socket.isPaused() && this.queuedBytes < SocketFrameChannel.HIGH_WATER / 2) this.socket.resume();
   }
 
+  override setMaxFrameBytes(n: number): void {
+    super.setMaxFrameBytes(n);
+    if (n - 1 >= SocketFrameChannel.RECYCLE_MIN) this.bodies = new BufferRecycler(n - 1, 8);
+  }
+
+  override recycle(payload: Buffer): void {
+    this.bodies?.give(payload);
+  }
+
   send(type: number, ...parts: Buffer[]): Promise<void> {
-    if (this.destroyed || this.socket.destroyed) return Promise.reject(new TransferError("io", "connection closed"));
+    return this.sendThen(type, parts, () => undefined);
+  }
+
+  override sendThen(type: number, parts: Buffer[], written: () => void): Promise<void> {
+    if (this.destroyed || this.socket.destroyed) {
+      written();
+      return Promise.reject(new TransferError("io", "connection closed"));
+    }
     const length = 1 + parts.reduce((n, p) => n + p.length, 0);
     const header = Buffer.allocUnsafe(5);
     header.writeUInt32BE(length, 0);
     header[4] = type;
     this.socket.cork();
-    let ok = this.socket.write(header);
-    for (const p of parts) ok = this.socket.write(p);
+    this.socket.write(header);
+    parts.forEach((p, i) => this.socket.write(p, i === parts.length - 1 ? () => written() : undefined));
+    if (parts.length === 0) written();
     this.socket.uncork();
-    if (ok) return Promise.resolve();
+    if (this.socket.writableLength <= SocketFrameChannel.WRITE_HIGH_WATER) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const onDrain = () => {
         this.socket.off("close", onClose);

@@ -10,10 +10,11 @@ import { constants } from "node:fs";
 import { lstat, mkdir, open, rename, stat, statfs, symlink, unlink, utimes, lutimes, chmod, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { EntryFrame, FileEndFrame, FrameType, ManifestFrame, type ManifestFrame as Manifest } from "@vmc/protocol/transfer";
-import { digestPrefix, FileDigest, sha256, zeroDigest } from "./digest";
+import { digestPrefix, FileDigest, zeroDigest } from "./digest";
 import { TransferError } from "./errors";
 import { ackPayload, frameName, jsonPayload, parseControl, readDataHeader, readZeroPayload, remoteError, type FrameChannel } from "./frames";
 import { DEFAULT_PATH_LIMITS, printable, safeComponents, safeName, symlinkStaysInside, type PathLimits } from "./paths";
+import { hashPool } from "./hash-pool";
 import { ProgressMeter, type ProgressListener } from "./progress";
 
 export interface ReceiveLimits extends PathLimits {
@@ -34,6 +35,9 @@ export const DEFAULT_RECEIVE_LIMITS: ReceiveLimits = {
   allowEscapingSymlinks: false,
   maxDirPathBytes: 64 * 1024 * 1024,
 };
+
+/** Chunks received but not yet verified and written. */
+const WRITE_BEHIND = 8;
 
 export interface ReceiveOptions {
   /** Where the user asked the copy to go (an existing directory receives it under `sourceName`). */
@@ -70,10 +74,15 @@ interface OpenFile {
   final: string;
   /** Next offset expected. */
   at: number;
+  /** End of the data verified and written so far. */
+  written: number;
   digest: FileDigest;
   /** Resuming a finished file in place (no rename). */
   inPlace: boolean;
+  /** The last step of the file's verify-and-write chain (chunks are verified and written in order). */
   write: Promise<void>;
+  /** Chain steps not yet awaited. */
+  steps: Promise<void>[];
 }
 
 /** Resolves where the root goes: `destination/sourceName` when destination is a directory. */
@@ -87,6 +96,7 @@ export async function resolveRoot(destination: string, sourceName: string): Prom
 
 export async function receiveTree(ch: FrameChannel, opts: ReceiveOptions): Promise<ReceiveResult> {
   const limits: ReceiveLimits = { ...DEFAULT_RECEIVE_LIMITS, ...opts.limits };
+  const pool = hashPool();
   const meter = new ProgressMeter(opts.onProgress);
   const root = await resolveRoot(opts.destination, opts.sourceName);
   const dirs = new Set<string>(); // relative paths of directories checked or created here
@@ -99,6 +109,10 @@ export async function receiveTree(ch: FrameChannel, opts: ReceiveOptions): Promi
   let bytesReceived = 0;
   let current: OpenFile | undefined;
   let cancelled = false;
+  // A chunk that fails verification (on a hash thread, behind the reader) ends the wait for the next frame.
+  let pipelineFailed: (e: unknown) => void = () => undefined;
+  const pipelineBroken = new Promise<never>((_, reject) => (pipelineFailed = reject));
+  pipelineBroken.catch(() => undefined);
   const onAbort = () => {
     cancelled = true;
     ch.destroy(new TransferError("cancelled", "transfer cancelled"));
@@ -123,7 +137,7 @@ export async function receiveTree(ch: FrameChannel, opts: ReceiveOptions): Promi
       if (existing?.isFile() && existing.size === size && Math.floor(existing.mtimeMs) === e.mtimeMs) {
         const fh = await open(final, constants.O_RDONLY | constants.O_NOFOLLOW);
         await digestPrefix(fh, size, opts.chunkSize, digest);
-        return { entry: e, fh, tmp, final, at: size, digest, inPlace: true, write: Promise.resolve() };
+        return { entry: e, fh, tmp, final, at: size, digest, written: size, inPlace: true, write: Promise.resolve(), steps: [] };
       }
       const partial = await open(tmp, constants.O_RDWR | constants.O_NOFOLLOW).catch(() => undefined);
       if (partial) {
@@ -132,13 +146,13 @@ export async function receiveTree(ch: FrameChannel, opts: ReceiveOptions): Promi
           const at = st.size >= size ? (st.size === size ? size : 0) : st.size - (st.size % opts.chunkSize);
           await partial.truncate(at);
           await digestPrefix(partial, at, opts.chunkSize, digest);
-          return { entry: e, fh: partial, tmp, final, at, digest, inPlace: false, write: Promise.resolve() };
+          return { entry: e, fh: partial, tmp, final, at, written: at, digest, inPlace: false, write: Promise.resolve(), steps: [] };
         }
         await partial.close();
       }
     }
     const fh = await open(tmp, constants.O_RDWR | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
-    return { entry: e, fh, tmp, final, at: 0, digest, inPlace: false, write: Promise.resolve() };
+    return { entry: e, fh, tmp, final, at: 0, written: 0, digest, inPlace: false, write: Promise.resolve(), steps: [] };
   };
 
   const finishFile = async (f: OpenFile, end: { digest: string }) => {
@@ -162,7 +176,9 @@ export async function receiveTree(ch: FrameChannel, opts: ReceiveOptions): Promi
 
   try {
     for (;;) {
-      const frame = await ch.next(opts.idleTimeoutMs);
+      const next = ch.next(opts.idleTimeoutMs);
+      next.catch(() => undefined);
+      const frame = await Promise.race([next, pipelineBroken]);
       switch (frame.type) {
         case FrameType.MANIFEST: {
           if (manifest) throw new TransferError("protocol", "second MANIFEST");
@@ -240,25 +256,35 @@ export async function receiveTree(ch: FrameChannel, opts: ReceiveOptions): Promi
             ? length === 0 || length > opts.chunkSize || (offset + length < size && length !== opts.chunkSize)
             : length === 0 || (offset + length < size && length % opts.chunkSize !== 0);
           if (misshapen) throw new TransferError("protocol", `'${printable(f.entry.path)}': chunk of ${length} bytes at ${offset}`);
-          if (bytes && digest) {
-            const actual = sha256(bytes);
-            if (!actual.equals(digest)) throw new TransferError("checksum", `'${printable(f.entry.path)}': chunk at offset ${offset} failed its SHA-256`);
-            f.digest.add(actual);
-            await f.write;
-            f.write = f.fh.write(bytes, 0, length, offset).then(() => undefined);
-            f.write.catch(() => undefined);
-            bytesReceived += length;
-          } else {
-            for (let c = 0; c < length; c += opts.chunkSize) f.digest.add(zeroDigest(Math.min(opts.chunkSize, length - c)));
-          }
           f.at = offset + length;
           const end = f.at;
           const index0 = f.entry.i;
+          if (bytes && digest) {
+            const expected = Buffer.from(digest); // the frame's memory goes to a hash thread
+            const hashed = pool.hash(bytes);
+            hashed.catch(() => undefined);
+            f.write = f.write.then(async () => {
+              const h = await hashed;
+              if (!h.digest.equals(expected)) throw new TransferError("checksum", `'${printable(f.entry.path)}': chunk at offset ${offset} failed its SHA-256`);
+              f.digest.add(h.digest);
+              await f.fh.write(h.bytes, 0, length, offset);
+              ch.recycle(h.bytes);
+              f.written = end;
+              bytesReceived += length;
+            });
+          } else {
+            f.write = f.write.then(() => {
+              for (let c = 0; c < length; c += opts.chunkSize) f.digest.add(zeroDigest(Math.min(opts.chunkSize, length - c)));
+            });
+          }
           f.write = f.write.then(async () => {
             meter.add(length);
             await ch.send(FrameType.ACK, ackPayload(index0, end)).catch(() => undefined);
           });
-          f.write.catch(() => undefined);
+          f.write.catch(pipelineFailed);
+          // Bounded pipeline: a chunk's hash runs while earlier ones are written, at most WRITE_BEHIND chunks deep.
+          f.steps.push(f.write);
+          if (f.steps.length > WRITE_BEHIND) await f.steps.shift();
           break;
         }
         case FrameType.FILE_END: {
@@ -297,7 +323,7 @@ export async function receiveTree(ch: FrameChannel, opts: ReceiveOptions): Promi
       await f.write.catch(() => undefined);
       await f.fh.close().catch(() => undefined);
       const integrity = e.code === "checksum" || e.code === "limit" || e.code === "protocol" || e.code === "unsafe-path";
-      if (!f.inPlace && (!opts.keepPartial || (integrity && f.at === 0))) await unlink(f.tmp).catch(() => undefined);
+      if (!f.inPlace && (!opts.keepPartial || (integrity && f.written === 0))) await unlink(f.tmp).catch(() => undefined);
     }
     throw e;
   } finally {

@@ -1,15 +1,18 @@
 /** The side that has the files: streams a plan over a frame channel, pipelined within a window. */
 import { open } from "node:fs/promises";
 import { CompleteFrame, FrameType, ManifestFrame, ResumeAtFrame } from "@vmc/protocol/transfer";
-import { digestPrefix, FileDigest, isZero, sha256, zeroDigest } from "./digest";
+import { BufferRecycler } from "./buffers";
+import { digestPrefix, FileDigest, zeroDigest } from "./digest";
 import { TransferError } from "./errors";
 import { dataHeader, frameName, jsonPayload, parseControl, readAckPayload, remoteError, zeroPayload, type Frame, type FrameChannel } from "./frames";
+import { hashPool, type ChunkHash } from "./hash-pool";
 import { ProgressMeter, type ProgressListener } from "./progress";
 import type { TransferPlan } from "./walk";
 
-
 /** Largest hole one ZERO frame covers. */
 const MAX_ZERO_SPAN = 1024 * 1024 * 1024;
+/** Chunks being read and hashed while one is sent: enough to keep every hash thread busy. */
+const READ_AHEAD = 6;
 
 export interface SendOptions {
   chunkSize: number;
@@ -33,6 +36,8 @@ export interface SendResult {
 /** Sends every entry of `plan`, then waits for the receiver's COMPLETE. */
 export async function sendPlan(ch: FrameChannel, plan: TransferPlan, opts: SendOptions): Promise<SendResult> {
   const windowBytes = opts.windowBytes ?? 16 * 1024 * 1024;
+  const pool = hashPool();
+  const buffers = new BufferRecycler(opts.chunkSize, READ_AHEAD + 8);
   const meter = new ProgressMeter(opts.onProgress);
   meter.bytesTotal = plan.bytes;
   meter.entriesTotal = plan.entries.length;
@@ -144,16 +149,11 @@ export async function sendPlan(ch: FrameChannel, plan: TransferPlan, opts: SendO
         meter.add(start);
       }
       const fh = await open(entry.abs, "r");
+      // Chunks read and hashed ahead of the one being sent (on the hash pool's threads).
+      const ahead: Promise<ChunkHash>[] = [];
       try {
         const digest = new FileDigest();
         if (start > 0) await digestPrefix(fh, start, opts.chunkSize, digest);
-        const readAt = async (at: number) => {
-          const want = Math.min(opts.chunkSize, size - at);
-          const buf = Buffer.allocUnsafe(want);
-          const { bytesRead } = await fh.read(buf, 0, want, at);
-          if (bytesRead !== want) throw new TransferError("io", `'${e.path}' shrank while it was being sent`);
-          return buf;
-        };
         if (entry.allHole) {
           const span = Math.max(1, Math.floor(MAX_ZERO_SPAN / opts.chunkSize)) * opts.chunkSize;
           for (let at = start; at < size; at += span) {
@@ -165,26 +165,42 @@ export async function sendPlan(ch: FrameChannel, plan: TransferPlan, opts: SendO
           }
           start = size;
         }
-        let pending = start < size ? readAt(start) : undefined;
-        for (let at = start; at < size; at += opts.chunkSize) {
-          const buf = await race(pending!);
-          const nextAt = at + opts.chunkSize;
-          pending = nextAt < size ? readAt(nextAt) : undefined;
-          pending?.catch(() => undefined);
-          await waitWindow();
-          if (isZero(buf)) {
-            digest.add(zeroDigest(buf.length));
-            await race(ch.send(FrameType.ZERO, zeroPayload(e.i, at, buf.length)));
-          } else {
-            const d = sha256(buf);
-            digest.add(d);
-            await race(ch.send(FrameType.DATA, dataHeader(e.i, at, d), buf));
-            bytesSent += buf.length;
+        const prepare = async (at: number): Promise<ChunkHash> => {
+          const want = Math.min(opts.chunkSize, size - at);
+          const buf = buffers.take(want);
+          const { bytesRead } = await fh.read(buf, 0, want, at);
+          if (bytesRead !== want) throw new TransferError("io", `'${e.path}' shrank while it was being sent`);
+          return pool.hash(buf, true);
+        };
+        let nextRead = start;
+        const fill = () => {
+          while (ahead.length < READ_AHEAD && nextRead < size && !failure) {
+            const p = prepare(nextRead);
+            p.catch(() => undefined);
+            ahead.push(p);
+            nextRead += opts.chunkSize;
           }
-          sentEnd += buf.length;
+        };
+        for (let at = start; at < size; at += opts.chunkSize) {
+          if (failure) throw failure;
+          fill();
+          const c = await race(ahead.shift()!);
+          fill();
+          await waitWindow();
+          const length = c.bytes.length;
+          digest.add(c.digest);
+          if (c.zero) {
+            buffers.give(c.bytes);
+            await race(ch.send(FrameType.ZERO, zeroPayload(e.i, at, length)));
+          } else {
+            await race(ch.sendThen(FrameType.DATA, [dataHeader(e.i, at, c.digest), c.bytes], () => buffers.give(c.bytes)));
+            bytesSent += length;
+          }
+          sentEnd += length;
         }
         await race(ch.send(FrameType.FILE_END, jsonPayload({ i: e.i, digest: digest.hex() })));
       } finally {
+        await Promise.allSettled(ahead);
         await fh.close();
       }
     }
