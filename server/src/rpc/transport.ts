@@ -95,6 +95,11 @@ class ResilientMessageReader extends AbstractMessageReader {
       if (!isNotification) this.reject(id, RpcErrorCodes.InvalidRequest, `Invalid request: ${problem}`);
       return;
     }
+    if (isObject(value) && !("method" in value)) {
+      // This server sends no requests, so no response can be awaited.
+      this.options.log(`response to id ${JSON.stringify(value.id)} dropped: this server sends no requests`);
+      return;
+    }
     this.callback?.(value as Message);
   }
 }
