@@ -138,7 +138,7 @@ class Agent implements AgentHandle {
   async start(): Promise<void> {
     for (const entry of this.journal.lostOnOpen) {
       killOrphan(entry.pid, entry.pidStart);
-      this.journal.finish(entry.cmdId, failedResult(this.agentId, entry.cmdId, "lost", "the agent stopped while the command ran; it was not run again"));
+      void this.journal.finish(entry.cmdId, failedResult(this.agentId, entry.cmdId, "lost", "the agent stopped while the command ran; it was not run again"));
     }
     for (const plugin of this.options.plugins ?? []) {
       try {
@@ -201,7 +201,7 @@ class Agent implements AgentHandle {
     }
     for (const p of this.plugins) await p.stop?.().catch((e: unknown) => this.log("warn", `plugin stop: ${String(e)}`));
     if (this.ownBus) await this.bus.close();
-    this.journal.close();
+    await this.journal.close();
   }
 
   private onConnected(): void {
@@ -293,13 +293,6 @@ class Agent implements AgentHandle {
     }
     const now = Date.now();
     if (cmd.expiresAt < now) return this.reject(json, `expired at ${new Date(cmd.expiresAt).toISOString()} (agent clock ${new Date(now).toISOString()})`);
-    try {
-      this.journal.accept(cmd.cmdId, cmd.replyTo, cmd.expiresAt);
-    } catch (e) {
-      // Without a durable record the command could run twice: refuse it rather than run it.
-      return this.reject(json, `cannot record the command in the journal: ${e instanceof Error ? e.message : String(e)}`);
-    }
-    m.ack();
     const output = new OutputWindow(this.bus, cmd.replyTo, this.log);
     const command = new RunningCommand(this.agentId, cmd, {
       output,
@@ -307,12 +300,24 @@ class Agent implements AgentHandle {
       drained: () => this.bus.drained(1024 * 1024),
       log: this.log,
     });
+    // Registered before the journal record lands, so CMD_INPUT / CMD_CANCEL arriving meanwhile find it.
     this.commands.set(cmd.cmdId, command);
+    try {
+      await this.journal.accept(cmd.cmdId, cmd.replyTo, cmd.expiresAt);
+    } catch (e) {
+      this.commands.delete(cmd.cmdId);
+      command.discard();
+      output.close();
+      // Without a durable record the command could run twice: refuse it rather than run it.
+      return this.reject(json, `cannot record the command in the journal: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    m.ack();
     command.start((pid) => this.journal.started(cmd.cmdId, pid, processStartTime(pid)));
     const result = await command.done;
     output.close();
     this.commands.delete(cmd.cmdId);
-    this.journal.finish(cmd.cmdId, result);
+    // Published without waiting for the record to be durable (see journal.ts: a crash in between closes it as `lost`, never reruns it).
+    void this.journal.finish(cmd.cmdId, result);
     void this.deliver(cmd.replyTo, result);
   }
 

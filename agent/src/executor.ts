@@ -11,8 +11,9 @@ import type { Readable } from "node:stream";
 import type { CmdInput, CmdOutput, CmdResult, CmdRun, CmdStatus } from "@vmc/protocol/bus";
 import type { BusLogger } from "@vmc/server/bus/client";
 import { trackPeakRss } from "./proc-sampler";
+import { RunningTimeout } from "./running-clock";
 import { TailBuffer } from "./tail-buffer";
-import { decodeShellStatus, parseWrapperReport, setsidCommand, WRAPPER_SCRIPT } from "./wrapper";
+import { decodeShellStatus, parseWrapperReport, WRAPPER_SCRIPT } from "./wrapper";
 
 /** Output is sent once this much is pending for a stream... */
 const COALESCE_BYTES = 64 * 1024;
@@ -57,9 +58,14 @@ interface StreamState {
 export class RunningCommand {
   /** The CMD_RESULT, once the command is over. Never rejects. */
   readonly done: Promise<CmdResult>;
-  /** Pid (= process group id) of the command, once known. */
+  /** Pid of the command's wrapper (= its process group id), once spawned. */
   pid: number | undefined;
+  /** Pid of the command itself (the wrapper's child), once the wrapper said it. */
+  private commandPid: number | undefined;
   private settle!: (result: CmdResult) => void;
+  /** Settles once start() has spawned the command (or given up). */
+  private readonly spawned: Promise<void>;
+  private markSpawned!: () => void;
   private child: ChildProcess | undefined;
   private readonly streams: StreamState[];
   private seq = 0;
@@ -67,8 +73,7 @@ export class RunningCommand {
   private paused = false;
   private endReason: CmdStatus | undefined;
   private killTimer: NodeJS.Timeout | undefined;
-  private timeoutTimer: NodeJS.Timeout | undefined;
-  private pendingSignal: NodeJS.Signals | undefined;
+  private timeoutTimer: RunningTimeout | undefined;
   private report = "";
   private startedAt: number | null = null;
   private startedMono = 0;
@@ -83,6 +88,7 @@ export class RunningCommand {
     private readonly io: CommandIo,
   ) {
     this.done = new Promise((resolve) => (this.settle = resolve));
+    this.spawned = new Promise((resolve) => (this.markSpawned = resolve));
     this.streams = (["stdout", "stderr"] as const).map((name) => ({
       name,
       offset: 0,
@@ -95,13 +101,22 @@ export class RunningCommand {
 
   /** Spawns the command. `onPid` is called once its pid is known. */
   start(onPid?: (pid: number) => void): void {
+    try {
+      this.spawn(onPid);
+    } finally {
+      this.markSpawned();
+    }
+  }
+
+  private spawn(onPid?: (pid: number) => void): void {
     const env: NodeJS.ProcessEnv = { ...process.env, ...this.cmd.env };
     const problem = preflight(this.cmd, env);
     if (problem) return this.finishEarly("failedToStart", problem);
+    if (this.endReason) return this.finishEarly(this.endReason, `${this.endReason === "cancelled" ? "cancelled" : "timed out"} before it started`);
     const argv = this.cmd.shell ? ["/bin/sh", "-c", ...this.cmd.argv] : this.cmd.argv;
     let child: ChildProcess;
     try {
-      child = spawn("/bin/sh", ["-c", WRAPPER_SCRIPT, "vmc-cmd", setsidCommand(), ...argv], {
+      child = spawn("/bin/sh", ["-c", WRAPPER_SCRIPT, "vmc-cmd", ...argv], {
         cwd: this.cmd.cwd,
         env,
         detached: true,
@@ -117,19 +132,15 @@ export class RunningCommand {
       if (child.pid === undefined) this.finishEarly("failedToStart", e.message);
     });
     if (child.pid === undefined) return;
+    const pid = child.pid;
+    this.pid = pid;
+    this.stopTracking = trackPeakRss(pid);
+    onPid?.(pid);
 
     const fd3 = child.stdio[3] as Readable | null;
     fd3?.on("data", (chunk: Buffer) => {
       if (this.report.length < 4096) this.report += chunk.toString("latin1");
-      if (this.pid === undefined) {
-        const pid = parseWrapperReport(this.report).pid;
-        if (pid !== undefined) {
-          this.pid = pid;
-          if (setsidCommand()) this.stopTracking = trackPeakRss(pid);
-          onPid?.(pid);
-          if (this.pendingSignal) this.signal(this.pendingSignal);
-        }
-      }
+      this.commandPid ??= parseWrapperReport(this.report).pid;
     });
     fd3?.on("error", () => undefined);
 
@@ -144,9 +155,12 @@ export class RunningCommand {
     if (this.cmd.stdin !== undefined) child.stdin?.end(Buffer.from(this.cmd.stdin, "base64"));
     else if (!this.cmd.stdinStream) child.stdin?.end();
 
-    if (this.cmd.timeoutMs !== undefined) this.timeoutTimer = setTimeout(() => this.terminate("timedOut"), this.cmd.timeoutMs);
+    // Counts running time only: a VM paused by freezing its processes does not use up the timeout.
+    if (this.cmd.timeoutMs !== undefined) this.timeoutTimer = new RunningTimeout(this.cmd.timeoutMs, () => this.terminate("timedOut"));
 
     child.on("exit", () => {
+      // The wrapper has reported: whatever is left of a killed command's group goes now.
+      if (this.endReason) killGroup(pid, "SIGKILL");
       const grace = setTimeout(() => {
         for (const s of this.streams) s.readable?.destroy();
         fd3?.destroy();
@@ -157,6 +171,12 @@ export class RunningCommand {
     child.on("close", (code, signal) => void this.finish(code, signal));
   }
 
+  /** The command will never be started (it could not be journalled): releases anything waiting for it. */
+  discard(): void {
+    this.finished = true;
+    this.markSpawned();
+  }
+
   /** CMD_CANCEL: SIGTERM to the command's process group, SIGKILL a second later. */
   cancel(): void {
     this.terminate("cancelled");
@@ -164,6 +184,8 @@ export class RunningCommand {
 
   /** CMD_INPUT, in `seq` order (duplicates ignored, early ones held). Resolves when written. */
   async input(message: CmdInput): Promise<void> {
+    // Input may arrive while the journal record is being made durable: it waits for the spawn (and its ack with it).
+    await this.spawned;
     const stdin = this.child?.stdin;
     if (!this.cmd.stdinStream || !stdin || this.finished) return;
     if (message.seq < this.nextInputSeq) return;
@@ -194,24 +216,20 @@ export class RunningCommand {
   private terminate(reason: "timedOut" | "cancelled"): void {
     if (this.finished || this.endReason) return;
     this.endReason = reason;
-    this.signal("SIGTERM");
-    this.killTimer = setTimeout(() => this.signal("SIGKILL"), KILL_GRACE_MS);
+    if (this.pid === undefined) return; // not spawned yet: start() finishes it early
+    // The wrapper ignores SIGTERM (once it forked the command), so it survives to report.
+    killGroup(this.pid, "SIGTERM");
+    this.killTimer = setTimeout(() => this.kill(), KILL_GRACE_MS);
   }
 
-  private signal(sig: NodeJS.Signals): void {
-    if (this.finished) return;
-    const child = this.child;
-    if (!child?.pid) return;
-    if (setsidCommand() && this.pid === undefined) {
-      this.pendingSignal = sig;
-      return;
-    }
-    // With setsid the command has its own group (the wrapper survives to report); without, the wrapper's group holds both.
-    const group = setsidCommand() && this.pid !== undefined ? this.pid : child.pid;
+  /** SIGKILL the command itself (the wrapper then reports and exits, and its exit kills the rest of the group). */
+  private kill(): void {
+    if (this.finished || this.pid === undefined) return;
+    if (this.commandPid === undefined) return killGroup(this.pid, "SIGKILL");
     try {
-      process.kill(-group, sig);
+      process.kill(this.commandPid, "SIGKILL");
     } catch {
-      // already gone
+      killGroup(this.pid, "SIGKILL");
     }
   }
 
@@ -270,7 +288,7 @@ export class RunningCommand {
   private async finish(code: number | null, signal: NodeJS.Signals | null): Promise<void> {
     if (this.finished) return;
     this.finished = true;
-    clearTimeout(this.timeoutTimer);
+    this.timeoutTimer?.clear();
     clearTimeout(this.killTimer);
     this.flushAll();
     const peakRssBytes = this.stopTracking?.() ?? 0;
@@ -303,8 +321,16 @@ export class RunningCommand {
   private finishEarly(status: CmdStatus, error: string): void {
     if (this.finished) return;
     this.finished = true;
-    clearTimeout(this.timeoutTimer);
+    this.timeoutTimer?.clear();
     this.settle(failedResult(this.agentId, this.cmd.cmdId, status, error, this.startedAt));
+  }
+}
+
+function killGroup(pgid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, sig);
+  } catch {
+    // already gone
   }
 }
 

@@ -2,9 +2,17 @@
  * The cmd-id journal that makes commands run exactly once.
  *
  * One append-only file of JSON lines in the agent's state dir:
- * - `accepted` (fsync'd before the CMD_RUN is acknowledged to the broker): the command will run;
- * - `result` (fsync'd before the result is published): how it ended, with the full CMD_RESULT;
- * - `delivered` (not fsync'd): the broker confirmed the result; losing it only means a re-send.
+ * - `accepted` (durable before the command starts and before the CMD_RUN is acknowledged to the
+ *   broker): the command will run;
+ * - `result`: how it ended, with the full CMD_RESULT. Made durable in the background: the result
+ *   is published without waiting for it. A crash before it lands leaves the command `accepted`
+ *   without a result, so it is closed as `lost` on restart (never run again); the controller
+ *   keeps the first result it got for a command id, so the real one still counts;
+ * - `delivered` (never waited for): the broker confirmed the result; losing it only means a re-send.
+ *
+ * Durability is group-committed (see group-commit.ts): records are written at once and one
+ * fdatasync covers every record appended meanwhile; many agents in one process share the
+ * committer, whose fdatasyncs run on the thread pool, never blocking the event loop.
  *
  * A command found `accepted` without a result when the journal is opened was running when the
  * agent died: it is closed as `lost`. Entries are kept until their command has expired (plus a
@@ -16,6 +24,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { CmdResult } from "@vmc/protocol/bus";
+import { GroupCommitFile } from "./group-commit";
 
 export interface JournalEntry {
   cmdId: string;
@@ -47,7 +56,7 @@ export interface JournalOptions {
 export class CmdJournal {
   private readonly entries = new Map<string, JournalEntry>();
   private readonly path: string;
-  private fd: number;
+  private file: GroupCommitFile;
   private size = 0;
   private readonly retainMs: number;
   private readonly skewMs: number;
@@ -63,7 +72,7 @@ export class CmdJournal {
     this.compactBytes = options.compactBytes ?? 32 * 1024 * 1024;
     this.load();
     this.rewrite();
-    this.fd = openSync(this.path, "a", 0o600);
+    this.file = new GroupCommitFile(this.path);
   }
 
   get(cmdId: string): JournalEntry | undefined {
@@ -75,20 +84,29 @@ export class CmdJournal {
     return [...this.entries.values()].filter((e) => e.result && !e.delivered);
   }
 
-  /** Records that `cmdId` will run; durable when this returns. */
-  accept(cmdId: string, replyTo: string, expiresAt: number): JournalEntry {
+  /**
+   * Records that `cmdId` will run; durable when the promise resolves. The entry is known to
+   * {@link get} at once, so a duplicate arriving meanwhile is not started twice. When the record
+   * cannot be made durable the entry is forgotten and the promise rejects: do not run it.
+   */
+  async accept(cmdId: string, replyTo: string, expiresAt: number): Promise<JournalEntry> {
     const entry: JournalEntry = { cmdId, replyTo, expiresAt, acceptedAt: Date.now(), delivered: false };
     this.entries.set(cmdId, entry);
-    this.append({ k: "accepted", cmdId, replyTo, expiresAt, at: entry.acceptedAt }, true);
+    try {
+      await this.append({ k: "accepted", cmdId, replyTo, expiresAt, at: entry.acceptedAt });
+    } catch (e) {
+      if (this.entries.get(cmdId) === entry) this.entries.delete(cmdId);
+      throw e;
+    }
     return entry;
   }
 
-  /** Records how `cmdId` ended; durable when this returns. */
-  finish(cmdId: string, result: CmdResult): void {
+  /** Records how `cmdId` ended (written now; durable when the returned promise resolves, which nobody needs to wait for). */
+  finish(cmdId: string, result: CmdResult): Promise<void> {
     const entry = this.entries.get(cmdId);
-    if (!entry) return;
+    if (!entry) return Promise.resolve();
     entry.result = result;
-    this.append({ k: "result", cmdId, result, at: Date.now() }, true);
+    return this.append({ k: "result", cmdId, result, at: Date.now() }).catch(() => undefined);
   }
 
   /** Records the command's process group (not fsync'd: only used to clean up after a crash). */
@@ -97,33 +115,35 @@ export class CmdJournal {
     if (!entry) return;
     entry.pid = pid;
     entry.pidStart = pidStart;
-    this.append(pidStart === undefined ? { k: "started", cmdId, pid } : { k: "started", cmdId, pid, pidStart }, false);
+    void this.append(pidStart === undefined ? { k: "started", cmdId, pid } : { k: "started", cmdId, pid, pidStart }).catch(() => undefined);
   }
 
   markDelivered(cmdId: string): void {
     const entry = this.entries.get(cmdId);
     if (!entry || entry.delivered) return;
     entry.delivered = true;
-    this.append({ k: "delivered", cmdId }, false);
+    void this.append({ k: "delivered", cmdId }).catch(() => undefined);
   }
 
-  close(): void {
-    try {
-      closeSync(this.fd);
-    } catch {
-      // already closed
-    }
+  /** Makes everything written durable, then closes the file. */
+  close(): Promise<void> {
+    return this.file.close();
   }
 
-  private append(record: Record_, sync: boolean): void {
+  /** Writes the record now; resolves once it is durable (rejects when it cannot be). */
+  private append(record: Record_): Promise<void> {
     const line = `${JSON.stringify(record)}\n`;
-    this.size += writeSync(this.fd, line);
-    if (sync) fsyncSync(this.fd);
+    this.size += Buffer.byteLength(line);
+    const durable = this.file.append(line);
     if (this.size > this.compactBytes) {
-      closeSync(this.fd);
+      // Compacting rewrites from memory, so everything appended is in the new file; the old file's
+      // pending syncs still complete (or fail) on their own descriptor before it is closed.
+      const old = this.file;
       this.rewrite();
-      this.fd = openSync(this.path, "a", 0o600);
+      this.file = new GroupCommitFile(this.path);
+      void old.close();
     }
+    return durable;
   }
 
   private load(): void {

@@ -1,25 +1,30 @@
 /**
  * Per-command resource accounting (see docs/AGENT.md, "Resources").
  *
- * Each command runs under a tiny `/bin/sh` wrapper that starts it in a NEW SESSION (`setsid`,
- * so it has its own process group to kill without killing the wrapper), waits for that one
- * child, and then prints `times`: the wrapper's RUSAGE_CHILDREN, which is exactly the CPU of
- * the command's process tree (every descendant that was waited for) and nothing else — other
- * commands run under other wrappers. Results travel on fd 3, never mixed with the command's
- * own stdout/stderr:
- *   `pid <pid>`            at once (the pid is also the command's process group id)
+ * Each command runs under a tiny `/bin/sh` wrapper that the agent spawns as the leader of a new
+ * session and process group (Node's `detached`). The wrapper starts the command in the
+ * background, waits for that one child and then prints `times`: its RUSAGE_CHILDREN, which is
+ * exactly the CPU of the command's process tree (every descendant that was waited for) and
+ * nothing else — other commands run under other wrappers. Results travel on fd 3, never mixed
+ * with the command's own stdout/stderr:
+ *   `pid <pid>`            at once (the command's own pid, in the wrapper's process group)
  *   `<times output>`       after it ended (second line: children user and system time)
  *   `status <n>`           the `$?` of `wait` (128+N when killed by signal N)
- * Costs one `sh` (dash: ~1 ms) per command; no native code, works in a minimal guest.
+ *
+ * The wrapper ignores SIGTERM and SIGHUP once the command is forked (the command keeps the
+ * default dispositions), so a SIGTERM to the whole group stops the command and every
+ * descendant while the wrapper lives on to report. SIGKILL goes to the command's pid first;
+ * the group gets it once the wrapper has reported (executor.ts).
+ * Costs one `sh` (dash: ~1 ms) and one fork per command: no `setsid` program to exec, no
+ * native code, works in a minimal guest.
  */
-import { accessSync, constants } from "node:fs";
 import { constants as osConstants } from "node:os";
 
 export const WRAPPER_SCRIPT = [
-  "s=$1; shift",
   "exec 4<&0 </dev/null",
-  '$s "$@" <&4 4<&- 3>&- &',
+  '"$@" <&4 4<&- 3>&- &',
   "p=$!",
+  "trap '' TERM HUP",
   "exec 4<&-",
   'echo "pid $p" >&3',
   "wait $p",
@@ -27,27 +32,6 @@ export const WRAPPER_SCRIPT = [
   "times >&3",
   'echo "status $c" >&3',
 ].join("\n");
-
-let setsidCache: string | undefined | null = null;
-
-/** The `setsid` command to prefix (util-linux or busybox), or "" when there is none. */
-export function setsidCommand(): string {
-  if (setsidCache !== null) return setsidCache ?? "";
-  const executable = (p: string) => {
-    try {
-      accessSync(p, constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  setsidCache = ["/usr/bin/setsid", "/bin/setsid", "/usr/sbin/setsid", "/sbin/setsid"].find(executable);
-  if (!setsidCache) {
-    const busybox = ["/bin/busybox", "/usr/bin/busybox"].find(executable);
-    setsidCache = busybox ? `${busybox} setsid` : undefined;
-  }
-  return setsidCache ?? "";
-}
 
 export interface WrapperReport {
   pid?: number;

@@ -1,0 +1,111 @@
+/**
+ * Group commit for append-only files: records are written at once (page cache) and made durable
+ * by one fdatasync that covers every record appended while the previous one was in flight.
+ *
+ * One committer per process: every file with records waiting is synced from the same
+ * `setImmediate` turn, so a burst of commands (one socket read can carry hundreds of CMD_RUNs for
+ * the agents of one process) costs one sync per file, all in flight together on the thread pool
+ * (the file system's own journal merges them), and the event loop never blocks on the disk.
+ */
+import { closeSync, fdatasync, openSync, writeSync } from "node:fs";
+
+interface Waiter {
+  upTo: number;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+const dirty = new Set<GroupCommitFile>();
+let scheduled = false;
+
+function schedule(file: GroupCommitFile): void {
+  dirty.add(file);
+  if (scheduled) return;
+  scheduled = true;
+  setImmediate(() => {
+    scheduled = false;
+    const files = [...dirty];
+    dirty.clear();
+    for (const f of files) f.sync();
+  });
+}
+
+export class GroupCommitFile {
+  private readonly fd: number;
+  /** Records appended / known durable, counted from 1. */
+  private appended = 0;
+  private durable = 0;
+  private syncing = false;
+  private waiters: Waiter[] = [];
+  private failure: Error | undefined;
+  private closing: Promise<void> | undefined;
+  /** Set by close(): called when nothing is left to sync. */
+  private onIdle: (() => void) | undefined;
+
+  constructor(path: string) {
+    this.fd = openSync(path, "a", 0o600);
+  }
+
+  /** Writes `text` now; resolves once it is on disk, rejects when the write or the sync failed. */
+  append(text: string): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.closing) return Promise.reject(new Error("the journal is closed"));
+    try {
+      writeSync(this.fd, text);
+    } catch (e) {
+      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+    }
+    const upTo = ++this.appended;
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ upTo, resolve, reject });
+      if (!this.syncing) schedule(this);
+    });
+  }
+
+  /** @internal Called by the committer. */
+  sync(): void {
+    if (this.syncing || this.durable === this.appended) return;
+    this.syncing = true;
+    const upTo = this.appended;
+    fdatasync(this.fd, (e) => {
+      this.syncing = false;
+      if (e) {
+        // The page cache may have dropped what failed to reach the disk: nothing after this is trustworthy.
+        this.failure = e;
+        const waiters = this.waiters;
+        this.waiters = [];
+        for (const w of waiters) w.reject(e);
+        this.onIdle?.();
+        return;
+      }
+      this.durable = upTo;
+      const still: Waiter[] = [];
+      for (const w of this.waiters) {
+        if (w.upTo <= upTo) w.resolve();
+        else still.push(w);
+      }
+      this.waiters = still;
+      if (this.durable < this.appended) schedule(this);
+      else this.onIdle?.();
+    });
+  }
+
+  /** Lets pending records land, then closes the file. */
+  close(): Promise<void> {
+    this.closing ??= new Promise<void>((resolve) => {
+      const finish = () => {
+        this.onIdle = undefined;
+        try {
+          closeSync(this.fd);
+        } catch {
+          // already closed
+        }
+        resolve();
+      };
+      if (this.failure || (!this.syncing && this.durable === this.appended)) return finish();
+      this.onIdle = finish;
+      if (!this.syncing) schedule(this);
+    });
+    return this.closing;
+  }
+}
