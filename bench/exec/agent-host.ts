@@ -3,13 +3,15 @@
  * one bus connection (as a real host would run one agent per VM, this packs a few hundred per
  * process so 1,000 fit on a small machine). Prints `ready N` once all are started.
  *
- * usage: agent-host.ts BROKER_URL PUBKEY STATE_DIR PREFIX COUNT
+ * usage: agent-host.ts BROKER_URL PUBKEY STATE_DIR PREFIX COUNT [AGENT_MODULE]
+ * AGENT_MODULE: another agent.ts to host instead of this build's (a baseline checkout's).
  */
 import { join } from "node:path";
-import { startAgent, type AgentHandle } from "@vmc/agent/agent";
+import type { AgentHandle, startAgent as StartAgent } from "@vmc/agent/agent";
 import { BusClient } from "@vmc/server/bus/client";
 
-const [brokerUrl, key, stateDir, prefix, countText] = process.argv.slice(2);
+const [brokerUrl, key, stateDir, prefix, countText, agentModule] = process.argv.slice(2);
+const { startAgent } = (await import(agentModule ?? "@vmc/agent/agent")) as { startAgent: typeof StartAgent };
 if (!brokerUrl || !key || !stateDir || !prefix || !countText) throw new Error("usage: agent-host.ts BROKER_URL PUBKEY STATE_DIR PREFIX COUNT");
 const bus = new BusClient({ brokerUrl, name: `host ${prefix}`, heartbeatIncomingMs: 5000 });
 await bus.connect(30_000);

@@ -180,6 +180,8 @@ export interface VmcProcess {
 export interface VmcOptions {
   home: TestHome;
   stdin?: string;
+  /** Leave stdin open for the test to write to (`child.stdin`) instead of writing `stdin` and closing it. */
+  keepStdinOpen?: boolean;
   /** Keep at most this many bytes of stdout (the rest is only counted). */
   keepStdout?: number;
   /** Poll /proc/<pid>/status for VmRSS every `rssPollMs`. */
@@ -228,7 +230,7 @@ export function vmc(args: string[], options: VmcOptions): VmcProcess {
     for (const l of [...listeners]) l();
   });
   child.stdin!.on("error", () => {});
-  child.stdin!.end(options.stdin ?? "");
+  if (!options.keepStdinOpen) child.stdin!.end(options.stdin ?? "");
   const poll = options.rssPollMs ? setInterval(() => (peak = Math.max(peak, rssOf(child.pid!))), options.rssPollMs) : undefined;
   const killer = setTimeout(() => killGroup(child, "SIGKILL"), options.timeoutMs ?? 60_000);
   const done = new Promise<VmcResult>((resolve) => {

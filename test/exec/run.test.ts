@@ -121,6 +121,29 @@ for (const kind of ["embedded", "rabbitmq"] as BrokerKind[]) {
       assert.equal(piped.stdout.trim(), "5");
     });
 
+    test("stdin is streamed as it comes (CMD_INPUT), to every target, and EOF ends it", async (t) => {
+      if (!need(t)) return;
+      // Each line is answered before the next is written: only a streamed stdin can do that.
+      const echo = 'while read l; do echo "got $l"; done; echo eof';
+      for (const args of [[], ["--stdin", "-"]]) {
+        const p = run(["vm.1.1", ...args, "--shell", "--", echo], { keepStdinOpen: true, timeoutMs: 40_000 });
+        p.child.stdin!.write("one\n");
+        await p.waitForOutput(/^got one$/m);
+        p.child.stdin!.write("two\n");
+        await p.waitForOutput(/^got two$/m);
+        p.child.stdin!.end();
+        const r = await p.done;
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout, "got one\ngot two\neof\n", `args ${JSON.stringify(args)}`);
+      }
+      const both = run(["vm.1.1,vm.1.2", "--", "wc", "-c"], { keepStdinOpen: true });
+      both.child.stdin!.end("x".repeat(100_000));
+      const r = await both.done;
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^vm\.1\.1: 100000$/m);
+      assert.match(r.stdout, /^vm\.1\.2: 100000$/m);
+    });
+
     test("env and cwd reach the command", async (t) => {
       if (!need(t)) return;
       const r = await run(["vm.2.1", "--env", "GREETING=hello world", "--env", "EMPTY=", "--cwd", "/usr/bin", "--", "sh", "-c", 'printf "%s|%s|%s" "$GREETING" "${EMPTY-unset}" "$(pwd)"']).done;

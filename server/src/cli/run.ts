@@ -2,7 +2,8 @@
  * `vmc run TARGET [options] -- CMD [ARG...]`: runs a command on every agent the target names,
  * streams their output, and accounts for every target at the end.
  */
-import { readFileSync } from "node:fs";
+import { fstatSync, readFileSync } from "node:fs";
+import { isatty } from "node:tty";
 import { once } from "node:events";
 import { parseArgs } from "node:util";
 import { constants } from "node:os";
@@ -22,7 +23,11 @@ TARGET  agent ids and globs on them, label selectors, comma lists: 'vm.1.2.*', '
 --timeout S   the agent kills the command (whole process group) after S seconds
 --cwd DIR     working directory on the agent
 --env K=V     environment variable for the command (repeatable)
---stdin FILE  send FILE (or '-' for this process's stdin) as the command's stdin (up to 12 MiB)
+--stdin FILE  send FILE as the command's stdin, up front (up to 12 MiB)
+--stdin -     stream this process's stdin to the command as it comes (CMD_INPUT), then EOF.
+              Without --stdin the same happens when stdin is a pipe, socket or terminal; a
+              redirected file goes up front, /dev/null (or another device) means no stdin.
+              With several targets every one gets the same input.
 --shell       run CMD through /bin/sh -c (ARGs become $0, $1, ...)
 --json        print one JSON document at the end instead of live output and a table
 --expire S    how long the command may wait for an agent that is offline or unknown (default 30)
@@ -38,6 +43,8 @@ interface Parsed {
   brokerUrl?: string;
   json: boolean;
   request: RunRequest;
+  /** Where the command's stdin comes from when no FILE was given: `-` (asked for) or our stdin if it is a stream. */
+  ourStdin: "explicit" | "auto" | "none";
 }
 
 function fail(message: string): never {
@@ -90,9 +97,9 @@ export function parseRunArgs(argv: string[]): Parsed | "help" {
     env[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
   let stdin: Buffer | undefined;
-  if (values.stdin !== undefined) {
-    stdin = readFileSync(values.stdin === "-" ? 0 : values.stdin);
-    if (stdin.length > MAX_STDIN) fail(`--stdin: ${stdin.length} bytes is more than the ${MAX_STDIN} bytes a command can take up front`);
+  if (values.stdin !== undefined && values.stdin !== "-") {
+    stdin = readFileSync(values.stdin);
+    if (stdin.length > MAX_STDIN) fail(`--stdin: ${stdin.length} bytes is more than the ${MAX_STDIN} bytes a command can take up front (use --stdin - < FILE to stream it)`);
   }
   let tailBytes: number | undefined;
   if (values.tail !== undefined) {
@@ -112,7 +119,41 @@ export function parseRunArgs(argv: string[]): Parsed | "help" {
     // --json prints only the tails, so the agents need not stream every byte here.
     stream: !values.json,
   };
-  return { brokerUrl: values.broker, json: values.json ?? false, request };
+  const ourStdin = stdin ? "none" : values.stdin === "-" ? "explicit" : "auto";
+  return { brokerUrl: values.broker, json: values.json ?? false, request, ourStdin };
+}
+
+/** Raw bytes per CMD_INPUT (base64 keeps it under the message's 1 MiB data limit). */
+const INPUT_CHUNK = 512 * 1024;
+
+/**
+ * Decides how our own stdin reaches the command: up front (a regular file small enough),
+ * streamed (a pipe, socket or terminal; anything but a regular file with `--stdin -`), or not at all.
+ */
+export function stdinPlan(ourStdin: Parsed["ourStdin"], fd = 0): { upFront: Buffer } | "stream" | "none" {
+  if (ourStdin === "none") return "none";
+  let st;
+  try {
+    st = fstatSync(fd);
+  } catch {
+    return "none"; // closed
+  }
+  if (st.isFile()) return st.size <= MAX_STDIN ? { upFront: readFileSync(fd) } : "stream";
+  if (ourStdin === "auto" && st.isCharacterDevice() && !isatty(fd)) return "none"; // /dev/null and friends
+  return "stream";
+}
+
+/** Sends our stdin to the run's targets as CMD_INPUT, in order, then EOF; stops when stdin is destroyed. */
+async function pumpStdin(run: CommandRun): Promise<void> {
+  try {
+    for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+      for (let at = 0; at < chunk.length; at += INPUT_CHUNK) await run.input(chunk.subarray(at, at + INPUT_CHUNK), false);
+    }
+    await run.input(new Uint8Array(0), true);
+  } catch (e) {
+    // Destroyed because the run ended, or the send failed (the run's accounting reports why).
+    if ((e as NodeJS.ErrnoException).code !== "ERR_STREAM_PREMATURE_CLOSE") process.stderr.write(`vmc run: stdin: ${e instanceof Error ? e.message : String(e)}\n`);
+  }
 }
 
 const draining: Partial<Record<OutputStream, Promise<void>>> = {};
@@ -156,6 +197,9 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const { request, json } = parsed;
+  const plan = stdinPlan(parsed.ourStdin);
+  if (plan === "stream") request.stdinStream = true;
+  else if (plan !== "none") request.stdin = plan.upFront;
 
   let run: CommandRun | undefined;
   let interrupted = 0;
@@ -194,6 +238,7 @@ export async function main(argv: string[]): Promise<number> {
       },
     });
     if (interrupted) run.cancel();
+    if (plan === "stream") void pumpStdin(run);
     if (run.agentIds.length === 0) {
       const known = session.fleet.agents().length;
       if (json) process.stdout.write(`${JSON.stringify(runJson(await run.done), null, 2)}\n`);
@@ -210,6 +255,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     return exitStatus(report);
   } finally {
+    // Stop reading (a terminal or an open pipe would keep this process alive).
+    if (plan === "stream") process.stdin.destroy();
     process.off("SIGINT", onSigint);
     process.stdout.off("error", onStdoutError);
     process.stderr.off("error", onStderrError);
