@@ -1,0 +1,88 @@
+/**
+ * Several controllers on one $VMC_HOME and broker (an editor window and a BOINC wrapper): each sees
+ * the other's VM changes as notifications, concurrent operations on one VM do not corrupt it, and
+ * a controller killed between `cmd.run` and `cmd.get` loses nothing: its successor reports the
+ * command's result.
+ */
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import type { AgentInfo, CommandRecord, SnapshotInfo, VmInfo, VmStateChange } from "@vmc/protocol/rpc";
+import { ProcessDriver } from "@vmc/server/hypervisors/process/driver";
+import { startEmbeddedBroker, type EmbeddedBroker } from "../harness/embedded-broker";
+import { startEndpoint, tempDir, type RpcProcess } from "./harness";
+
+const change = (name: string, match: (c: VmStateChange) => boolean) => (n: { method: string; params?: unknown }) =>
+  n.method === "vm.stateChanged" && (n.params as VmStateChange).name === name && match(n.params as VmStateChange);
+
+describe("several controllers on one home and broker", () => {
+  let broker: EmbeddedBroker;
+  const home = tempDir("vmc-rpc-multi-");
+  const endpoints: RpcProcess[] = [];
+  const start = async (kind: "rpc-lsp" | "rpc-ndjson" | "serve") => {
+    const e = await startEndpoint(kind, { home: home.path, broker: broker.url });
+    endpoints.push(e);
+    return e;
+  };
+
+  before(async () => {
+    broker = await startEmbeddedBroker();
+  });
+  after(async () => {
+    for (const e of endpoints) await e.kill();
+    const driver = new ProcessDriver(home.path);
+    for (const r of driver.store.list()) await driver.delete(r.name, { force: true }).catch(() => undefined);
+    home.remove();
+    await broker?.stop();
+  });
+
+  it("two controllers at once: each sees the other's changes; concurrent snapshots both land", async () => {
+    const a = await start("rpc-lsp");
+    const b = await start("serve");
+    await a.request<VmInfo>("vm.create", { name: "shared", driver: "process" });
+    await b.waitNotification(change("shared", (c) => c.cause === "created"), 10_000, "B: created by A");
+    assert.deepEqual((await b.request<VmInfo[]>("vm.list")).map((v) => v.name), ["shared"]);
+
+    const started = await b.request<VmInfo>("vm.start", { name: "shared", waitForAgent: true }, 40_000);
+    assert.equal(started.agentOnline, true);
+    await a.waitNotification(change("shared", (c) => c.state === "running"), 10_000, "A: started by B");
+    await a.waitNotification((n) => n.method === "agent.changed" && (n.params as AgentInfo).agentId === "shared" && (n.params as AgentInfo).online, 10_000, "A: agent online");
+
+    await a.request("vm.pause", { name: "shared" });
+    await b.waitNotification(change("shared", (c) => c.state === "paused"), 10_000, "B: paused by A");
+    await b.request("vm.resume", { name: "shared" });
+    await a.waitNotification(change("shared", (c) => c.state === "running" && c.previous === "paused"), 10_000, "A: resumed by B");
+
+    const [sa, sb] = await Promise.all([
+      a.request<SnapshotInfo>("vm.snapshot.take", { name: "shared", snapshot: "from-a" }, 60_000),
+      b.request<SnapshotInfo>("vm.snapshot.take", { name: "shared", snapshot: "from-b" }, 60_000),
+    ]);
+    assert.equal(sa.name, "from-a");
+    assert.equal(sb.name, "from-b");
+    assert.deepEqual((await a.request<SnapshotInfo[]>("vm.snapshot.list", { name: "shared" })).map((s) => s.name).sort(), ["from-a", "from-b"]);
+
+    await a.request("vm.delete", { name: "shared", force: true }, 30_000);
+    await b.waitNotification(change("shared", (c) => c.cause === "deleted"), 10_000, "B: deleted by A");
+    assert.deepEqual(await b.request("vm.list"), []);
+  });
+
+  it("a controller killed between cmd.run and cmd.get: its successor has the result", async () => {
+    const a = await start("rpc-ndjson");
+    await a.request("vm.create", { name: "r1", driver: "process" });
+    await a.request("vm.start", { name: "r1", waitForAgent: true }, 40_000);
+    const run = await a.request<CommandRecord>("cmd.run", { target: "r1", argv: ["sh", "-c", "sleep 1; echo survived"] });
+    assert.equal(run.state, "running");
+    await a.kill();
+
+    const a2 = await start("rpc-lsp");
+    let record = await a2.request<CommandRecord>("cmd.get", { id: run.id });
+    assert.equal(record.id, run.id, "the command is in the history after the restart");
+    if (record.state !== "finished") {
+      const finished = await a2.waitNotification((n) => n.method === "cmd.finished" && (n.params as CommandRecord).id === run.id, 30_000, "cmd.finished after restart");
+      record = finished.params as CommandRecord;
+    }
+    assert.equal(record.targets[0]!.status, "succeeded");
+    assert.equal(Buffer.from(record.targets[0]!.stdout.data, "base64").toString(), "survived\n");
+    assert.deepEqual(await a2.request<CommandRecord>("cmd.get", { id: run.id }), record, "read again: the same result");
+    await a2.request("vm.delete", { name: "r1", force: true }, 30_000);
+  });
+});
