@@ -94,6 +94,16 @@ export interface Workbench {
   waitTerminal(pattern: RegExp, timeoutMs?: number): Promise<string>;
   /** Focuses the active terminal and types `text` (use "\r" for Enter). */
   typeInTerminal(text: string): Promise<void>;
+  /**
+   * Drags the Explorer row `fileName` (a top-level entry of the opened folder) over the
+   * activity-bar item `containerTitle` (which opens that container, as for a user), then drops it
+   * on the row `target()` finds there.
+   */
+  dragFromExplorer(fileName: string, containerTitle: string, target: Locator): Promise<void>;
+  /** A locator for tree rows in the view titled `viewTitle` whose label matches (no waiting). */
+  row(viewTitle: string, label: string | RegExp): Locator;
+  /** Opens the activity-bar view container whose title starts with `title`. */
+  openContainer(title: string): Promise<void>;
   /** code-server's output so far (for failure messages). */
   log(): string;
   close(): Promise<void>;
@@ -227,6 +237,8 @@ export async function startWorkbench(opts: WorkbenchOptions): Promise<Workbench>
     await page.locator(".monaco-workbench .part.activitybar").waitFor({ timeout: startDeadlineMs });
 
     let shots = 0;
+    const paneOf = (title: string): Locator =>
+      page.locator(".part.sidebar .pane, .part.auxiliarybar .pane, .part.panel .pane").filter({ has: page.locator(`:scope > .pane-header[aria-label="${title} Section"]`) }).first();
     const wb: Workbench = {
       page,
       url,
@@ -274,16 +286,19 @@ export async function startWorkbench(opts: WorkbenchOptions): Promise<Workbench>
       async view(title) {
         // A container with one view hides that view's header: find the pane by its header's
         // label, expand it only when the header is shown and collapsed, then wait for the body.
-        const pane = page.locator(".part.sidebar .pane, .part.auxiliarybar .pane, .part.panel .pane").filter({ has: page.locator(`:scope > .pane-header[aria-label="${title} Section"]`) }).first();
+        const pane = paneOf(title);
         const header = pane.locator(":scope > .pane-header");
         await header.waitFor({ state: "attached" });
         if ((await header.isVisible()) && (await header.getAttribute("aria-expanded")) === "false") await header.click();
         await pane.locator(":scope > .pane-body").waitFor({ state: "visible" });
         return pane;
       },
+      row(viewTitle, label) {
+        return paneOf(viewTitle).locator(".monaco-list-row").filter({ has: page.locator(".label-name", { hasText: textMatcher(label) }) }).first();
+      },
       async treeItem(viewTitle, label, timeoutMs = uiDeadlineMs) {
-        const pane = await wb.view(viewTitle);
-        const row = pane.locator(".monaco-list-row").filter({ has: page.locator(".label-name", { hasText: textMatcher(label) }) }).first();
+        await wb.view(viewTitle);
+        const row = wb.row(viewTitle, label);
         await row.waitFor({ state: "visible", timeout: timeoutMs });
         return row;
       },
@@ -314,6 +329,43 @@ export async function startWorkbench(opts: WorkbenchOptions): Promise<Workbench>
         const area = page.locator(".terminal-wrapper textarea.xterm-helper-textarea").last();
         await area.focus();
         await page.keyboard.type(text);
+      },
+      async openContainer(title) {
+        const item = page.locator(`.part.activitybar .action-item a.action-label[aria-label^="${title}"]`).first();
+        await item.waitFor({ state: "visible" });
+        const li = item.locator("xpath=..");
+        if ((await li.getAttribute("aria-pressed")) !== "true" && !(await li.getAttribute("class"))?.includes("checked")) await item.click();
+      },
+      async dragFromExplorer(fileName, containerTitle, target) {
+        await wb.openContainer("Explorer");
+        const source = page.locator(".explorer-folders-view .monaco-list-row").filter({ has: page.locator(".label-name", { hasText: new RegExp(`^${fileName.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`) }) }).first();
+        await source.waitFor({ state: "visible" });
+        const from = await source.boundingBox();
+        const icon = page.locator(`.part.activitybar .action-item a.action-label[aria-label^="${containerTitle}"]`).first();
+        const over = await icon.boundingBox();
+        if (!from || !over) throw new Error("drag source or activity-bar item has no box");
+        await page.mouse.move(from.x + from.width / 3, from.y + from.height / 2);
+        await page.mouse.down();
+        await page.mouse.move(from.x + from.width / 3 + 10, from.y + from.height / 2 + 5, { steps: 3 });
+        await page.mouse.move(over.x + over.width / 2, over.y + over.height / 2, { steps: 5 });
+        // Hovering a drag over the item opens its container after a short delay; keep the drag
+        // moving over it (each move is a dragover) until the target row is there.
+        const deadline = Date.now() + uiDeadlineMs;
+        for (let wiggle = 0; ; wiggle = 1 - wiggle) {
+          try {
+            await target.waitFor({ state: "visible", timeout: 500 });
+            break;
+          } catch (e) {
+            if (Date.now() > deadline) throw e;
+            await page.mouse.move(over.x + over.width / 2 + wiggle * 2, over.y + over.height / 2, { steps: 2 });
+          }
+        }
+        const row = target;
+        const to = await row.boundingBox();
+        if (!to) throw new Error("drop target has no box");
+        await page.mouse.move(to.x + to.width / 3, to.y + to.height / 2, { steps: 5 });
+        await page.mouse.move(to.x + to.width / 3 + 2, to.y + to.height / 2, { steps: 2 });
+        await page.mouse.up();
       },
       log: () => output,
       close: cleanup,
