@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { TransferError } from "@vmc/server/transfer/errors";
@@ -112,5 +112,63 @@ describe("agentless transfer over SSH", () => {
     }
     assert.ok(!existsSync(join(dir.path, "big-back")));
     assert.deepEqual(partialsUnder(dir.path), []);
+  });
+
+  test("resume continues a partial file from its verified prefix, both ways; a corrupt prefix is copied again", async (t) => {
+    if (!requireComponent(t, "openssh-server", sshdInstalled())) return;
+    const size = 12 * 1024 * 1024;
+    const src = join(dir.path, "resume-src");
+    const content = randomBytes(size);
+    writeFileSync(src, content);
+    const prefix = 10 * 1024 * 1024; // what an interrupted copy left (its last 4 MiB may have gaps: not trusted)
+    const trusted = prefix - 4 * 1024 * 1024;
+
+    // get: the host-side partial continues.
+    const back = join(dir.path, "resume-back");
+    writeFileSync(join(dir.path, ".resume-back.vmcpart"), content.subarray(0, prefix));
+    const got = await ssh.get(src, back, { resume: true });
+    assert.equal(got.bytesSent, size - trusted);
+    assert.ok(readFileSync(back).equals(content));
+
+    // put: the remote partial continues.
+    const remote = join(dir.path, "resume-remote");
+    writeFileSync(join(dir.path, ".resume-remote.vmcpart"), content.subarray(0, prefix));
+    const put = await ssh.put(src, remote, { resume: true });
+    assert.equal(put.bytesSent, size - trusted);
+    assert.ok(readFileSync(remote).equals(content));
+
+    // A partial whose prefix differs from the source is not trusted.
+    const bad = Buffer.from(content.subarray(0, prefix));
+    bad[1000] = bad[1000]! ^ 0xff;
+    const back2 = join(dir.path, "resume-back2");
+    writeFileSync(join(dir.path, ".resume-back2.vmcpart"), bad);
+    const again = await ssh.get(src, back2, { resume: true });
+    assert.equal(again.bytesSent, size);
+    assert.ok(readFileSync(back2).equals(content));
+    assert.deepEqual(partialsUnder(dir.path), []);
+  });
+
+  test("a cancelled get with keepPartial resumes where it stopped", async (t) => {
+    if (!requireComponent(t, "openssh-server", sshdInstalled())) return;
+    const size = 32 * 1024 * 1024;
+    const src = join(dir.path, "interrupted-src");
+    writeFileSync(src, randomBytes(size));
+    const back = join(dir.path, "interrupted-back");
+    const ac = new AbortController();
+    const conn = await SshTransfer.connect({ host: sshd!.host, port: sshd!.port, username: sshd!.username, privateKeyPath: sshd!.keyPath });
+    try {
+      await assert.rejects(
+        conn.get(src, back, { keepPartial: true, signal: ac.signal, onProgress: (p) => p.bytesDone > 12 * 1024 * 1024 && ac.abort() }),
+        (e: TransferError) => e.code === "cancelled",
+      );
+    } finally {
+      conn.dispose();
+    }
+    const partial = join(dir.path, ".interrupted-back.vmcpart");
+    assert.ok(statSync(partial).size > 4 * 1024 * 1024, "the partial file was kept");
+    const resumed = await ssh.get(src, back, { resume: true });
+    assert.ok(resumed.bytesSent < size, `resumed copy sent ${resumed.bytesSent} of ${size} bytes`);
+    assert.equal(await sha256File(back), await sha256File(src));
+    assert.ok(!existsSync(partial));
   });
 });

@@ -5,8 +5,15 @@
  * through, files land under a temporary name and are renamed when complete, declared sizes and
  * counts are enforced, free disk space is checked first. Integrity in transit is SSH's own MAC
  * (SFTP has no content digest); sizes are checked after each file.
+ *
+ * Resume: a complete file (same size and mtime) is skipped; a partial file continues from its
+ * size less the bytes a parallel copy may have left unwritten, once the SHA-256 of that prefix
+ * matches on both ends (the remote end hashes with `head -c N | sha256sum`; without a shell
+ * or coreutils there, the file is copied again from the start).
  */
-import { chmod, lstat, mkdir, rename, stat, statfs, symlink, truncate, unlink, utimes, writeFile } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { constants } from "node:fs";
+import { chmod, lstat, mkdir, open, rename, stat, statfs, symlink, truncate, unlink, utimes, writeFile, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join, posix } from "node:path";
 import type { NodeSSH } from "node-ssh";
 import { TransferError } from "./errors";
@@ -50,10 +57,14 @@ interface Sftp {
   mkdir(path: string, attrs: { mode?: number }, cb: (err: Error | undefined) => void): void;
   unlink(path: string, cb: (err: Error | undefined) => void): void;
   ext_openssh_rename(from: string, to: string, cb: (err: Error | undefined) => void): void;
-  setstat(path: string, attrs: { mode?: number }, cb: (err: Error | undefined) => void): void;
+  setstat(path: string, attrs: { mode?: number; size?: number }, cb: (err: Error | undefined) => void): void;
   utimes(path: string, atime: number, mtime: number, cb: (err: Error | undefined) => void): void;
   fastGet(remote: string, local: string, opts: FastOpts, cb: (err: Error | undefined) => void): void;
   fastPut(local: string, remote: string, opts: FastOpts, cb: (err: Error | undefined) => void): void;
+  open(path: string, flags: string, cb: (err: Error | undefined, handle: Buffer) => void): void;
+  close(handle: Buffer, cb: (err: Error | undefined) => void): void;
+  read(handle: Buffer, buf: Buffer, off: number, len: number, position: number, cb: (err: Error | undefined, bytesRead: number) => void): void;
+  write(handle: Buffer, buf: Buffer, off: number, len: number, position: number, cb: (err: Error | undefined) => void): void;
   end(): void;
 }
 interface FastOpts {
@@ -70,6 +81,12 @@ async function loadNodeSsh(): Promise<typeof NodeSSH> {
   const name = ["node", "ssh"].join("-");
   return ((await import(name)) as { NodeSSH: typeof NodeSSH }).NodeSSH;
 }
+
+/** Requests in flight and bytes per request of a parallel copy (as fastPut/fastGet are called here). */
+const COPY_CONCURRENCY = 64;
+const COPY_CHUNK = 64 * 1024;
+/** A partial file written by a parallel copy may have gaps this close to its end. */
+const UNORDERED_TAIL_BYTES = COPY_CONCURRENCY * COPY_CHUNK;
 
 /** Files this large are probed for being one big hole (a `stat` over SSH) before copying. */
 const SPARSE_PROBE_BYTES = 64 * 1024 * 1024;
@@ -88,8 +105,10 @@ export interface SshTransferOptions {
   onProgress?: ProgressListener;
   signal?: AbortSignal;
   limits?: Partial<ReceiveLimits>;
-  /** Skip files already complete at the destination (same size and mtime). */
+  /** Skip files already complete at the destination (same size and mtime) and continue partial ones whose prefix verifies. */
   resume?: boolean;
+  /** On failure or cancel, keep the partial file (host side on get; the remote one on put stays anyway) for a later resume. */
+  keepPartial?: boolean;
 }
 
 export interface SshOutcome {
@@ -132,16 +151,17 @@ export class SshTransfer {
 
   /** Host file or tree → remote path (into it when it is a directory). */
   put(source: string, remotePath: string, opts: SshTransferOptions = {}): Promise<SshOutcome> {
-    return this.cancellable(opts.signal, () => this.putTree(source, remotePath, opts));
+    return this.cancellable(opts, () => this.putTree(source, remotePath, opts));
   }
 
   /** Remote file or tree → host path (into it when it is a directory). Nothing the remote says escapes `hostPath`. */
   get(remotePath: string, hostPath: string, opts: SshTransferOptions = {}): Promise<SshOutcome> {
-    return this.cancellable(opts.signal, () => this.getTree(remotePath, hostPath, opts));
+    return this.cancellable(opts, () => this.getTree(remotePath, hostPath, opts));
   }
 
   /** Cancel drops the SSH connection (this SshTransfer is then closed); partial files are removed before the rejection. */
-  private async cancellable<T>(signal: AbortSignal | undefined, body: () => Promise<T>): Promise<T> {
+  private async cancellable<T>(opts: SshTransferOptions, body: () => Promise<T>): Promise<T> {
+    const signal = opts.signal;
     if (!signal) return body();
     if (signal.aborted) throw new TransferError("cancelled", "transfer cancelled");
     const work = body();
@@ -159,7 +179,7 @@ export class SshTransfer {
       ]);
       // A cancel that came after the last file was in place (e.g. from the final progress event) is too late: report what was done.
       if (settled) return settled.value;
-      if (this.localPartial) await unlink(this.localPartial).catch(() => undefined);
+      if (this.localPartial && !opts.keepPartial) await unlink(this.localPartial).catch(() => undefined);
       throw err;
     } finally {
       signal.removeEventListener("abort", onAbort);
@@ -203,7 +223,13 @@ export class SshTransfer {
             }
           }
           const tmp = posix.join(posix.dirname(remote), partialName(posix.basename(remote)));
-          if (plan.entries[e.i]?.allHole && (await this.run("truncate", ["-s", String(size), "--", tmp]))) {
+          const from = opts.resume ? await this.verifiedPrefix(abs, tmp, "put", size) : 0;
+          if (from > 0) {
+            meter.add(from);
+            await call<void>((cb) => this.sftp.setstat(tmp, { size: from }, cb));
+            await this.copyRange("put", abs, tmp, from, size, abort.check, (n) => meter.add(n));
+            bytesSent += size - from;
+          } else if (plan.entries[e.i]?.allHole && (await this.run("truncate", ["-s", String(size), "--", tmp]))) {
             meter.add(size);
           } else {
             let last = 0;
@@ -310,11 +336,18 @@ export class SshTransfer {
           }
           if (existing?.isDirectory()) throw new TransferError("io", `'${printable(it.rel)}' exists as a directory`);
           const tmp = join(dirname(abs), partialName(basename(abs)));
-          await unlink(tmp).catch(() => undefined); // never write through whatever is there
+          const remote = it.rel === "" ? remotePath : posix.join(remotePath, it.rel);
+          const partial = opts.resume ? await lstat(tmp).catch(() => undefined) : undefined;
+          const from = partial?.isFile() ? await this.verifiedPrefix(tmp, remote, "get", size) : 0;
+          if (from === 0) await unlink(tmp).catch(() => undefined); // never write through whatever is there
           currentTmp = tmp;
           this.localPartial = tmp;
-          const remote = it.rel === "" ? remotePath : posix.join(remotePath, it.rel);
-          if (size >= SPARSE_PROBE_BYTES && (await this.allHole(remote))) {
+          if (from > 0) {
+            meter.add(from);
+            await truncate(tmp, from);
+            await this.copyRange("get", tmp, remote, from, size, abort.check, (n) => meter.add(n));
+            bytesSent += size - from;
+          } else if (size >= SPARSE_PROBE_BYTES && (await this.allHole(remote))) {
             await writeFile(tmp, "", { flag: "wx", mode: 0o600 });
             await truncate(tmp, size);
             meter.add(size);
@@ -343,10 +376,77 @@ export class SshTransfer {
       meter.emit(true);
       return { entries: items.length, files, bytes, bytesSent, channel: "ssh", elapsedMs: Date.now() - started, root };
     } catch (err) {
-      if (currentTmp) await unlink(currentTmp).catch(() => undefined);
+      if (currentTmp && !opts.keepPartial) await unlink(currentTmp).catch(() => undefined);
       throw abort.error() ?? (err instanceof TransferError ? err : new TransferError("io", `ssh get: ${(err as Error).message}`));
     } finally {
       abort.done();
+    }
+  }
+
+  /**
+   * Where a partial file can continue: its size less {@link UNORDERED_TAIL_BYTES} (gaps a parallel
+   * copy may have left), when the SHA-256 of that prefix matches the source; else 0.
+   * `put`: `local` is the source, `remote` the partial; `get`: `local` is the partial.
+   */
+  private async verifiedPrefix(local: string, remote: string, direction: "put" | "get", size: number): Promise<number> {
+    let partialSize: number | undefined;
+    if (direction === "get") {
+      const st = await lstat(local).catch(() => undefined);
+      partialSize = st?.isFile() ? st.size : undefined;
+    } else {
+      const st = await call<SftpAttrs>((cb) => this.sftp.lstat(remote, cb)).catch(() => undefined);
+      partialSize = st && (st.mode & S_IFMT) === S_IFREG ? st.size : undefined;
+    }
+    if (partialSize === undefined || partialSize > size) return 0;
+    const from = Math.max(0, partialSize - UNORDERED_TAIL_BYTES);
+    if (from === 0) return 0;
+    const [mine, theirs] = await Promise.all([sha256Prefix(local, from), this.remoteSha256Prefix(remote, from)]);
+    return mine !== undefined && mine === theirs ? from : 0;
+  }
+
+  /** SHA-256 (hex) of a remote file's first `length` bytes, or undefined when the remote cannot say. */
+  private async remoteSha256Prefix(remote: string, length: number): Promise<string | undefined> {
+    try {
+      const r = await this.ssh.execCommand(`head -c ${length} -- ${shellQuote(remote)} | sha256sum`);
+      const m = /^([0-9a-f]{64})\s/.exec(r.stdout);
+      return r.code === 0 && m ? m[1] : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Copies bytes [from, to) of one file onto the same range of the other, with requests in parallel. */
+  private async copyRange(direction: "put" | "get", local: string, remote: string, from: number, to: number, check: () => void, progress: (n: number) => void): Promise<void> {
+    const fh: FileHandle = await open(local, direction === "put" ? constants.O_RDONLY : constants.O_RDWR | constants.O_NOFOLLOW);
+    const handle = await call<Buffer>((cb) => this.sftp.open(remote, direction === "put" ? "r+" : "r", cb));
+    try {
+      let next = from;
+      const lane = async () => {
+        const buf = Buffer.allocUnsafe(COPY_CHUNK);
+        while (next < to) {
+          check();
+          const at = next;
+          const length = Math.min(COPY_CHUNK, to - at);
+          next += length;
+          if (direction === "put") {
+            const { bytesRead } = await fh.read(buf, 0, length, at);
+            if (bytesRead !== length) throw new TransferError("io", "the source shrank while it was being sent");
+            await call<void>((cb) => this.sftp.write(handle, buf, 0, length, at, cb));
+          } else {
+            for (let got = 0; got < length; ) {
+              const n = await call<number>((cb) => this.sftp.read(handle, buf, got, length - got, at + got, cb));
+              if (!n) throw new TransferError("limit", "the remote file shrank while it was being copied");
+              got += n;
+            }
+            await fh.write(buf, 0, length, at);
+          }
+          progress(length);
+        }
+      };
+      await Promise.all(Array.from({ length: COPY_CONCURRENCY }, lane));
+    } finally {
+      await call<void>((cb) => this.sftp.close(handle, cb)).catch(() => undefined);
+      await fh.close();
     }
   }
 
@@ -388,5 +488,28 @@ export class SshTransfer {
       error,
       done: () => signal?.removeEventListener("abort", onAbort),
     };
+  }
+}
+
+function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** SHA-256 (hex) of a host file's first `length` bytes, or undefined when it is shorter or unreadable. */
+async function sha256Prefix(path: string, length: number): Promise<string | undefined> {
+  const fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW).catch(() => undefined);
+  if (!fh) return undefined;
+  try {
+    const hash = createHash("sha256");
+    const buf = Buffer.allocUnsafe(1024 * 1024);
+    for (let at = 0; at < length; ) {
+      const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - at), at);
+      if (!bytesRead) return undefined;
+      hash.update(buf.subarray(0, bytesRead));
+      at += bytesRead;
+    }
+    return hash.digest("hex");
+  } finally {
+    await fh.close();
   }
 }
