@@ -58,8 +58,13 @@ export type OrphanReplyHandler = (message: CmdOutput | CmdResult) => void | Prom
 
 export class Fleet {
   readonly instanceId: string;
-  /** Replies for commands not sent by this process go here; without it they are dropped. */
-  orphanReplies: OrphanReplyHandler | undefined;
+  private orphanHandler: OrphanReplyHandler | undefined;
+  /**
+   * With a given instanceId (a leased identity), replies for unknown commands that arrive before
+   * a handler is set are held unacknowledged (the subscription's prefetch bounds them) and handed
+   * to the first handler: a restarted controller must not ack away its predecessor's results.
+   */
+  private orphanBacklog: Array<{ message: CmdOutput | CmdResult; raw: BusMessage }> | undefined;
   readonly replyTo: string;
   readonly registry: AgentRegistry;
   private readonly bus: BusClient;
@@ -77,6 +82,7 @@ export class Fleet {
   private constructor(options: FleetOptions) {
     this.bus = options.bus;
     this.keys = options.keys;
+    if (options.instanceId !== undefined) this.orphanBacklog = [];
     this.instanceId = options.instanceId ?? `c${randomBytes(9).toString("base64url").replace(/[-_]/g, "x")}`;
     this.replyTo = Destinations.controllerReplies(this.instanceId);
     this.log = options.log ?? ((m) => process.stderr.write(`fleet: ${m}\n`));
@@ -235,16 +241,8 @@ export class Fleet {
   private onReply(message: CmdOutput | CmdResult, raw: BusMessage): void {
     const run = this.runsByCmd.get(message.cmdId);
     if (!run) {
-      // An old or foreign command: only a history that knows it waits for it.
-      let wait: void | Promise<void> = undefined;
-      try {
-        wait = this.orphanReplies?.(message);
-      } catch (e) {
-        this.log(`reply for ${message.cmdId} not handled: ${e instanceof Error ? e.message : String(e)}`);
-      }
-      if (wait) wait.then(() => raw.ack(), () => raw.ack());
-      else raw.ack();
-      return;
+      if (this.orphanBacklog && !this.orphanHandler) return void this.orphanBacklog.push({ message, raw });
+      return this.deliverOrphan(message, raw);
     }
     const expected = run.agentFor(message.cmdId);
     if (expected !== message.agentId) {
@@ -252,6 +250,31 @@ export class Fleet {
       return raw.ack();
     }
     const wait = message.type === "CMD_OUTPUT" ? run.handleOutput(message) : run.handleResult(message);
+    if (wait) wait.then(() => raw.ack(), () => raw.ack());
+    else raw.ack();
+  }
+
+  /** Replies for commands not sent by this process go here; without a handler they are dropped. */
+  get orphanReplies(): OrphanReplyHandler | undefined {
+    return this.orphanHandler;
+  }
+
+  set orphanReplies(handler: OrphanReplyHandler | undefined) {
+    this.orphanHandler = handler;
+    const held = handler ? this.orphanBacklog : undefined;
+    if (!held) return;
+    this.orphanBacklog = undefined;
+    for (const { message, raw } of held) this.deliverOrphan(message, raw);
+  }
+
+  /** An old or foreign command: only a history that knows it waits for it. */
+  private deliverOrphan(message: CmdOutput | CmdResult, raw: BusMessage): void {
+    let wait: void | Promise<void> = undefined;
+    try {
+      wait = this.orphanHandler?.(message);
+    } catch (e) {
+      this.log(`reply for ${message.cmdId} not handled: ${e instanceof Error ? e.message : String(e)}`);
+    }
     if (wait) wait.then(() => raw.ack(), () => raw.ack());
     else raw.ack();
   }

@@ -11,6 +11,7 @@
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
+import { Resources } from "@vmc/protocol/bus";
 import type { CommandRecord } from "@vmc/protocol/rpc";
 
 /** How long finished commands are kept. Running ones are never expired. */
@@ -54,7 +55,7 @@ const RecordSchema = z.object({
       reason: z.string().optional(),
       stdout: OutputTailSchema,
       stderr: OutputTailSchema,
-      resources: z.object({ userCpuMs: z.number(), systemCpuMs: z.number(), maxRssKiB: z.number(), wallMs: z.number() }).nullable(),
+      resources: Resources.nullable(),
       startedAt: z.number().nullable(),
       finishedAt: z.number().nullable(),
     }),
