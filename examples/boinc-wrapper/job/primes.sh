@@ -10,17 +10,22 @@
 # Restartable, like any BOINC app: finished ranges are appended to OUTPUT.partial, and a new run
 # continues after the last complete line. After a snapshot restore the guest's disk and memory are
 # those of the checkpoint, so the partial file and the ranges done agree; a run started then first
-# ends the restored copy of the previous run (its pid is in ./job.pid), so one run writes at a time.
+# ends the restored copy of the previous run (its pid is in ./job.pid, its command line names this
+# script), so one run writes at a time.
 set -eu
 input=$1
 output=$2
 partial=$output.partial
 
+# alive PID: true while PID runs (a zombie waiting for its parent has finished).
+alive() {
+  [ -r "/proc/$1/stat" ] && ! awk '{ sub(/^.*\) /, ""); exit ($1 == "Z" ? 0 : 1) }' "/proc/$1/stat"
+}
 if [ -f job.pid ]; then
   old=$(cat job.pid)
-  if [ "$old" != "$$" ] && [ -r "/proc/$old/cmdline" ] && tr '\0' ' ' < "/proc/$old/cmdline" | grep -q primes.sh; then
+  if [ "$old" != "$$" ] && alive "$old" && tr '\0' ' ' < "/proc/$old/cmdline" | grep -qF -- "$(basename "$0")"; then
     kill "$old" 2>/dev/null || true
-    while kill -0 "$old" 2>/dev/null; do sleep 0.1; done
+    while alive "$old"; do sleep 0.1; done
   fi
 fi
 echo $$ > job.pid
