@@ -153,18 +153,18 @@ describe("controller API on every endpoint", () => {
     });
   }
 
-  it("cmd.run / cmd.get / cmd.list / cmd.cancel and $/cancelRequest on cmd.run wait:true", async () => {
-    const home = tempDir("vmc-rpc-cmd-");
+  for (const kind of ENDPOINTS) it(`${kind}: cmd.run / input / get / list / cancel, $/cancelRequest on cmd.run and file.put, fs.*`, async () => {
+    const home = tempDir(`vmc-rpc-cmd-${kind}-`);
     homes.push(home);
-    const rpc = await startEndpoint("rpc-ndjson", { home: home.path, broker: broker.url });
+    const rpc = await startEndpoint(kind, { home: home.path, broker: broker.url });
     endpoints.push(rpc);
     await rpc.request("vm.create", { name: "c1", driver: "process" });
     await rpc.request("vm.start", { name: "c1", waitForAgent: true }, 40_000);
 
     const done = await rpc.request<CommandRecord>("cmd.run", { target: "c1", argv: ["sh", "-c", "echo out; echo err >&2; exit 3"], wait: true }, 30_000);
     assert.equal(done.state, "finished");
-    assert.equal(done.targets[0]!.status, "failed");
-    assert.equal(done.targets[0]!.exitCode, 3);
+    assert.equal(done.targets[0]!.status, "failed", JSON.stringify(done.targets[0]));
+    assert.equal(done.targets[0]!.exitCode, 3, JSON.stringify(done.targets[0]));
     assert.equal(Buffer.from(done.targets[0]!.stdout.data, "base64").toString(), "out\n");
     assert.equal(Buffer.from(done.targets[0]!.stderr.data, "base64").toString(), "err\n");
     assert.deepEqual(await rpc.request<CommandRecord>("cmd.get", { id: done.id }), done, "cmd.get returns the same record, as often as asked");
@@ -195,6 +195,40 @@ describe("controller API on every endpoint", () => {
     const long = await rpc.request<CommandRecord>("cmd.run", { target: "c1", argv: ["sleep", "60"] });
     const ended = await rpc.request<CommandRecord>("cmd.cancel", { id: long.id }, 20_000);
     assert.equal(ended.targets[0]!.status, "cancelled");
+
+    // interactive stdin
+    const cat = await rpc.request<CommandRecord>("cmd.run", { target: "c1", argv: ["cat"], interactive: true });
+    assert.equal(await rpc.request("cmd.input", { id: cat.id, data: Buffer.from("typed in\n").toString("base64"), eof: true }), null);
+    const catDone = (await rpc.waitNotification((n) => n.method === "cmd.finished" && (n.params as CommandRecord).id === cat.id, 30_000, "cat finished")).params as CommandRecord;
+    assert.equal(Buffer.from(catDone.targets[0]!.stdout.data, "base64").toString(), "typed in\n");
+    assert.equal(errorOf(await rpc.call("cmd.input", { id: cat.id, data: "not base64!" })).code, RpcErrorCodes.InvalidParams);
+
+    // the guest file system (fs.*)
+    const guestHome = Buffer.from((await rpc.request<CommandRecord>("cmd.run", { target: "c1", argv: ["sh", "-c", "printf %s \"$HOME\""], wait: true })).targets[0]!.stdout.data, "base64").toString();
+    const f = `${guestHome}/notes.txt`;
+    assert.equal(await rpc.request("fs.writeFile", { target: "c1", path: f, data: Buffer.from("fs works").toString("base64"), create: true, overwrite: true }), null);
+    assert.equal((await rpc.request<{ size: number; type: string }>("fs.stat", { target: "c1", path: f })).size, 8);
+    assert.equal(Buffer.from((await rpc.request<{ data: string }>("fs.readFile", { target: "c1", path: f })).data, "base64").toString(), "fs works");
+    assert.equal(await rpc.request("fs.mkdir", { target: "c1", path: `${guestHome}/d` }), null);
+    assert.equal(await rpc.request("fs.rename", { target: "c1", from: f, to: `${guestHome}/d/moved.txt` }), null);
+    assert.deepEqual(await rpc.request("fs.readDir", { target: "c1", path: `${guestHome}/d` }), [{ name: "moved.txt", type: "file" }]);
+    assert.equal(await rpc.request("fs.delete", { target: "c1", path: `${guestHome}/d`, recursive: true }), null);
+    assert.equal(errorOf(await rpc.call("fs.stat", { target: "c1", path: `${guestHome}/d` })).code, VmcErrorCodes.UnknownPath);
+    assert.equal(errorOf(await rpc.call("fs.stat", { target: "c1", path: "relative/path" })).code, RpcErrorCodes.InvalidParams);
+
+    // $/cancelRequest on a running file.put: -32800, and no file left behind
+    const big = tempDir("vmc-rpc-big-");
+    homes.push(big);
+    const bigFile = join(big.path, "big.bin");
+    writeFileSync(bigFile, Buffer.alloc(96 * 1024 * 1024, 0x5a)); // not sparse: a sparse file moves in no time
+    const putId = rpc.nextRequestId();
+    const putAnswer = rpc.response(putId, 60_000, "cancelled file.put");
+    await rpc.writeRaw(rpc.frame({ jsonrpc: "2.0", id: putId, method: "file.put", params: { sources: [bigFile], destination: { target: "c1", path: `${guestHome}/big.bin` }, workDoneToken: "big" } }));
+    await rpc.waitNotification((n) => n.method === "$/progress" && (n.params as { token: string }).token === "big", 30_000, "file.put progress");
+    await rpc.notify("$/cancelRequest", { id: putId });
+    assert.equal(errorOf(await putAnswer).code, RpcErrorCodes.RequestCancelled);
+    assert.equal(errorOf(await rpc.call("fs.stat", { target: "c1", path: `${guestHome}/big.bin` })).code, VmcErrorCodes.UnknownPath, "a cancelled put leaves no file");
+
     await rpc.request("vm.delete", { name: "c1", force: true });
   });
 });
