@@ -114,8 +114,10 @@ export class Controller implements vscode.Disposable {
     await this.ready();
     const client = this.client;
     if (!client) throw new Error("the controller is not running");
-    // By method name: the catalogue's types already tie params and result together.
-    return client.sendRequest<R>(type.method, params, token);
+    // By method name: the catalogue's types already tie params and result together. An undefined
+    // token must not be passed: vscode-jsonrpc would count it as a second parameter (an array).
+    const p = params === undefined ? {} : params;
+    return token ? client.sendRequest<R>(type.method, p, token) : client.sendRequest<R>(type.method, p);
   }
 
   /** A notification from the server; the subscription outlives server restarts. */

@@ -1,0 +1,73 @@
+// Manual smoke of the extension in code-server (not part of the suite): `npx tsx test/ext/try.debug.ts`
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ProcessDriver } from "@vmc/server/hypervisors/process/driver";
+import { startEmbeddedBroker, vmcBundle } from "../harness/embedded-broker";
+import { startWorkbench } from "../harness/workbench";
+
+const broker = await startEmbeddedBroker();
+const home = mkdtempSync(join(tmpdir(), "vmc-ext-try-"));
+const env = { ...process.env, VMC_HOME: home, VMC_BROKER: broker.url };
+execFileSync(process.execPath, [vmcBundle, "vm", "create", "p1", "--driver", "process"], { env, stdio: "inherit" });
+const t0 = Date.now();
+const row = async (name: RegExp, timeout = 10_000) => {
+  const r = wb.page.getByRole("treeitem", { name }).first();
+  await r.waitFor({ state: "visible", timeout });
+  return r;
+};
+const wb = await startWorkbench({ name: "ext-try", vsix: join(process.cwd(), "dist/vm-controller.vsix"), env: { VMC_HOME: home }, settings: { "vmc.brokerUrl": broker.url } });
+const step = async (name: string, f: () => Promise<unknown>) => {
+  const t = Date.now();
+  try {
+    const r = await f();
+    console.log(`ok   ${name} (${Date.now() - t} ms)${r ? `: ${String(r).slice(0, 300)}` : ""}`);
+  } catch (e) {
+    console.log(`FAIL ${name}: ${(e as Error).message.split("\n").slice(0, 4).join(" | ")}`);
+    await wb.shot(`fail-${name}`).catch(() => undefined);
+  }
+};
+try {
+  console.log("started", Date.now() - t0);
+  writeFileSync(join(wb.folder, "hello.txt"), "hi from host\n");
+  await step("activity", () => wb.page.locator('.activitybar .action-item a[aria-label^="VM Controller"]').click());
+  await step("machine row", async () => row(/Machine p1, stopped/, 30_000));
+  await wb.shot("machines");
+  await step("start inline", async () => wb.inlineAction(await row(/Machine p1/), "Start Machine"));
+  await step("running", async () => row(/Machine p1, running/, 30_000));
+  await step("terminal", async () => {
+    await wb.contextMenu(await row(/Machine p1/), "Open Terminal in Machine");
+    await wb.waitTerminal(/p1\$/);
+    await wb.typeInTerminal("uname -a\r");
+    return wb.waitTerminal(/\[exit 0\]/);
+  });
+  await step("ctrl-c", async () => {
+    await wb.typeInTerminal("sleep 100\r");
+    await new Promise((r) => setTimeout(r, 1500));
+    await wb.page.keyboard.press("Control+c");
+    return wb.waitTerminal(/\[cancelled|\[exit 1[0-9]{2}\]/, 20_000);
+  });
+  await wb.shot("terminal");
+  await step("pause", async () => {
+    await wb.contextMenu(await row(/Machine p1, running/), "Pause Machine");
+    return row(/Machine p1, paused/, 20_000);
+  });
+  await step("resume", async () => {
+    await wb.contextMenu(await row(/Machine p1, paused/), "Resume Machine");
+    return row(/Machine p1, running/, 20_000);
+  });
+  await step("snapshot", async () => {
+    await wb.contextMenu(await row(/Machine p1/), "Take Snapshot…");
+    await wb.quickInput("s1");
+    await wb.page.locator(".monaco-list-row", { hasText: "Snapshots" }).first().click();
+    return row(/Snapshot s1 of p1/, 30_000);
+  });
+  await wb.shot("snapshot");
+  console.log(wb.log().split("\n").filter((l) => /vmc|error/i.test(l)).slice(-20).join("\n"));
+} finally {
+  await wb.close();
+  const driver = new ProcessDriver(home);
+  for (const r of driver.store.list()) await driver.delete(r.name, { force: true }).catch(() => undefined);
+  await broker.stop();
+}
