@@ -60,10 +60,39 @@ try {
   await step("snapshot", async () => {
     await wb.contextMenu(await row(/Machine p1/), "Take Snapshot…");
     await wb.quickInput("s1");
-    await wb.page.locator(".monaco-list-row", { hasText: "Snapshots" }).first().click();
-    return row(/Snapshot s1 of p1/, 30_000);
+    await wb.notification(/Taking snapshot/, 5000).catch(() => undefined);
+    await (await row(/Machine p1/)).click();
+    await (await row(/Snapshots of p1/)).click();
+    return row(/Snapshot s1 of p1/, 60_000);
   });
   await wb.shot("snapshot");
+  await step("guest file edit", async () => {
+    await wb.typeInTerminal("echo hello-guest > /tmp/g.txt\r");
+    await wb.waitTerminal(/hello-guest > \/tmp\/g.txt\s*\[exit 0\]/);
+    await (await row(/Files of p1/)).click();
+    await (await row(/Folder \/tmp$/)).click();
+    await (await row(/File \/tmp\/g.txt/)).click();
+    const editor = wb.page.locator(".editor-instance .monaco-editor").first();
+    await editor.waitFor({ timeout: 20_000 });
+    await wb.page.locator(".view-lines", { hasText: "hello-guest" }).first().waitFor({ timeout: 20_000 });
+    await editor.click();
+    await wb.page.keyboard.press("Control+End");
+    await wb.page.keyboard.type("edited-in-editor");
+    await wb.page.keyboard.press("Control+s");
+    await wb.page.locator(".tab.dirty").first().waitFor({ state: "detached", timeout: 20_000 }).catch(() => undefined);
+    await wb.shot("edited");
+    await wb.page.locator(".terminal-wrapper").last().click();
+    await wb.typeInTerminal("cat /tmp/g.txt\r");
+    return wb.waitTerminal(/edited-in-editor/, 20_000);
+  });
+  await step("drop from explorer", async () => {
+    await wb.page.locator('.activitybar .action-item a[aria-label^="Explorer"]').click();
+    const src = wb.page.locator(".explorer-folders-view .monaco-list-row", { hasText: "hello.txt" }).first();
+    await src.waitFor({ timeout: 20_000 });
+    await wb.page.locator('.activitybar .action-item a[aria-label^="VM Controller"]').click();
+    // Explorer and the Machines view both visible: move the explorer into the panel is complex; use the open editors trick instead
+    return "skipped (needs both views visible)";
+  });
   console.log(wb.log().split("\n").filter((l) => /vmc|error/i.test(l)).slice(-20).join("\n"));
 } finally {
   await wb.close();

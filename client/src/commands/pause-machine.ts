@@ -4,5 +4,5 @@ import type { VmcCommand } from "./services";
 
 export const pauseMachine: VmcCommand = {
   id: "vmc.machine.pause",
-  run: (s, arg) => lifecycle(s, arg, ["running"], "Pausing", (name) => s.controller.request(VmPauseRequest.type, { name })),
+  run: (s, arg, selection) => lifecycle(s, arg, selection, ["running"], "Pausing", (name) => s.controller.request(VmPauseRequest.type, { name })),
 };

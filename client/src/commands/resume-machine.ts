@@ -4,5 +4,5 @@ import type { VmcCommand } from "./services";
 
 export const resumeMachine: VmcCommand = {
   id: "vmc.machine.resume",
-  run: (s, arg) => lifecycle(s, arg, ["paused"], "Resuming", (name) => s.controller.request(VmResumeRequest.type, { name })),
+  run: (s, arg, selection) => lifecycle(s, arg, selection, ["paused"], "Resuming", (name) => s.controller.request(VmResumeRequest.type, { name })),
 };

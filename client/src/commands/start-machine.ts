@@ -4,5 +4,5 @@ import type { VmcCommand } from "./services";
 
 export const startMachine: VmcCommand = {
   id: "vmc.machine.start",
-  run: (s, arg) => lifecycle(s, arg, ["stopped", "saved", "error"], "Starting", (name) => s.controller.request(VmStartRequest.type, { name })),
+  run: (s, arg, selection) => lifecycle(s, arg, selection, ["stopped", "saved", "error"], "Starting", (name) => s.controller.request(VmStartRequest.type, { name })),
 };

@@ -4,5 +4,5 @@ import type { VmcCommand } from "./services";
 
 export const stopMachine: VmcCommand = {
   id: "vmc.machine.stop",
-  run: (s, arg) => lifecycle(s, arg, ["running", "paused", "starting", "error"], "Stopping", (name) => s.controller.request(VmStopRequest.type, { name })),
+  run: (s, arg, selection) => lifecycle(s, arg, selection, ["running", "paused", "starting", "error"], "Stopping", (name) => s.controller.request(VmStopRequest.type, { name })),
 };
