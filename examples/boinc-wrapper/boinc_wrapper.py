@@ -257,7 +257,7 @@ class Wrapper:
                 " (%s)" % target["reason"] if target.get("reason") else "",
                 "; stderr: %s" % stderr[-2000:] if stderr else ""), target["exitCode"] or 1)
         resources = target["resources"] or {}
-        cpu = self.cpu_base + (resources.get("userCpuMs", 0) + resources.get("systemCpuMs", 0)) / 1000.0
+        cpu = self.cpu_base + (resources.get("cpuUserMs", 0) + resources.get("cpuSystemMs", 0)) / 1000.0
         self.fraction = 1.0
         output = os.path.join(self.slot, self.args.output)
         result = self.rpc.call("file.get", {
@@ -312,14 +312,17 @@ class Wrapper:
         name = "boinc-ckpt-%d" % (self.checkpoints + 1)
         previous = self.state.get("checkpoint")
         started = time.monotonic()
+        # Progress reported before the request is surely in the snapshot; lines that arrive while
+        # it is taken may have been written after it.
+        fraction, cpu = self.fraction, self.cpu_base + self.cpu_run
         self.rpc.call("vm.snapshot.take", {"name": self.vm, "snapshot": name}, timeout=300)
         self.checkpoints += 1
         self.last_checkpoint_elapsed = self.elapsed
-        self._save_state(checkpoint=name)
+        self._save_state(checkpoint=name, fraction=fraction, cpu=cpu)
         if previous:
             self.rpc.call("vm.snapshot.delete", {"name": self.vm, "snapshot": previous}, timeout=120)
         log("checkpoint %s completed in %.2f s (fraction done %.4f, CPU %.1f s)" % (
-            name, time.monotonic() - started, self.fraction, self.cpu_base + self.cpu_run))
+            name, time.monotonic() - started, fraction, cpu))
 
     # ───────────── notifications ─────────────
 
@@ -403,9 +406,9 @@ class Wrapper:
             return {}
 
     def _save_state(self, **changes):
-        self.state.update(changes)
         self.state.update({"vm": self.vm, "fraction": self.fraction, "cpu": self.cpu_base + self.cpu_run,
                            "elapsed": self.elapsed, "checkpoints": self.checkpoints})
+        self.state.update(changes)
         write_json_atomically(self.state_path, self.state)
 
     def _write_status(self):

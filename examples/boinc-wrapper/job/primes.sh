@@ -19,7 +19,7 @@ partial=$output.partial
 
 # alive PID: true while PID runs (a zombie waiting for its parent has finished).
 alive() {
-  [ -r "/proc/$1/stat" ] && ! awk '{ sub(/^.*\) /, ""); exit ($1 == "Z" ? 0 : 1) }' "/proc/$1/stat"
+  awk '{ sub(/^.*\) /, ""); exit ($1 == "Z" ? 1 : 0) }' "/proc/$1/stat" 2>/dev/null
 }
 if [ -f job.pid ]; then
   old=$(cat job.pid)
