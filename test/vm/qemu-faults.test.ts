@@ -6,7 +6,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, openSync, readdirSync, writeSync, closeSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, unwatchFile, watchFile, writeSync, closeSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { once } from "node:events";
 import { VmcErrorCodes, type VmState } from "@vmc/protocol";
@@ -19,6 +19,29 @@ const KEY = "A".repeat(43) + "=";
 const code = (c: number) => (e: { code?: number }) => e.code === c;
 const stateIs = (s: VmState) => (e: { code?: number; data?: { state?: string } }) => e.code === VmcErrorCodes.InvalidState && e.data?.state === s;
 const isRoot = process.getuid?.() === 0;
+
+/** Resolves when the VM's console log shows `pattern`; fails after `timeoutMs`. */
+async function waitForConsole(path: string, pattern: RegExp, timeoutMs: number): Promise<void> {
+  const seen = () => existsSync(path) && pattern.test(readFileSync(path, "utf8"));
+  if (seen()) return;
+  await new Promise<void>((resolve, reject) => {
+    const check = () => {
+      if (!seen()) return;
+      cleanup();
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`${pattern} did not appear in ${path} within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const cleanup = () => {
+      clearTimeout(timer);
+      unwatchFile(path, check);
+    };
+    watchFile(path, { interval: 100 }, check);
+    check();
+  });
+}
 
 describe("qemu faults", { timeout: 240_000 }, () => {
   let home: string;
@@ -166,6 +189,9 @@ describe("qemu faults", { timeout: 240_000 }, () => {
     });
     await d.create(spec("full"));
     await d.start("full");
+    // A guest that has barely started has almost no machine state (zero pages): wait until it has
+    // booted into its agent, so its state is far bigger than the space left below.
+    await waitForConsole(d.files("full").console, /vmc-init: agent start/, 180_000);
     // Fill the file system, leaving less than any machine state needs.
     const filler = join(small, "filler");
     const fd = openSync(filler, "w");

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { vmcHome } from "../config";
 import { fetchDeb, resolveDebs, sha256File, type DebPackage } from "./apt";
 import { S_IFCHR, entriesFromDir, writeCpio } from "./cpio";
+import { buildAgentCodeCache } from "./code-cache";
 import { moduleLoadOrder } from "./kmod";
 import { fetchNode } from "./node-dist";
 import { RECIPE_FILES, loadRecipe, projectRoot, type Recipe } from "./recipe";
@@ -231,6 +232,8 @@ async function buildInto(out: string, id: string, inputs: Inputs, home: string, 
 
   progress("read-only system disk (node, libraries, agent)");
   await buildRootfs(rootfs, lx, inputs);
+  const codeCache = await buildAgentCodeCache(join(rootfs, "lib", "vmc"), inputs.agentBundle, join(inputs.guestDir, "agent-loader.cjs"), join(rootfs, "bin", "node"));
+  progress(codeCache.ok ? `agent code cache ${(codeCache.cacheBytes / 1024).toFixed(0)} KiB` : `no agent code cache (the guest compiles agent.mjs at boot): ${codeCache.reason}`);
   await run("mke2fs", mke2fsArgs(rootfs, id, join(out, FILES.rootfs)), { env: { ...process.env, E2FSPROGS_FAKE_TIME: "1" } });
 
   progress("initramfs (busybox, kernel modules, init)");

@@ -15,7 +15,7 @@ export interface Recipe {
 }
 
 /** Files of guest/ copied into the image; all of them are inputs of its hash. */
-export const RECIPE_FILES = ["recipe.json", "init", "inittab", "vmc-agent", "vmc-shutdown", "power-button"] as const;
+export const RECIPE_FILES = ["recipe.json", "init", "inittab", "vmc-agent", "vmc-shutdown", "power-button", "agent-loader.cjs"] as const;
 
 /** The checkout (or installed package) root: the nearest ancestor holding guest/recipe.json. */
 export function projectRoot(from: string = dirname(fileURLToPath(import.meta.url))): string {

@@ -31,7 +31,18 @@ export interface QemuLaunch {
   incoming?: string;
   /** Internal snapshot to start from. */
   loadvm?: string;
+  /**
+   * Machine layout version (see MACHINE_VERSION). Saved machine state only loads into the same
+   * layout, so a VM keeps the version it was created with.
+   */
+  machine?: number;
 }
+
+/**
+ * Version 2 drops the NIC's iPXE option ROM (the firmware would load and run it at every boot;
+ * the kernel is booted directly). Version 1 (no field) is the layout of VMs made before.
+ */
+export const MACHINE_VERSION = 2;
 
 /** The per-VM words appended to the image's kernel command line (read by the agent). */
 export function identityWords(agentId: string, controllerPublicKey: string): string {
@@ -70,7 +81,7 @@ export function qemuArgs(l: QemuLaunch): string[] {
     "-drive", `file=${escapeOpt(l.disk)},if=none,id=disk,format=qcow2,discard=unmap,cache=unsafe`,
     "-device", "virtio-blk-pci,drive=disk",
     "-netdev", netdevOption(l.brokerPort, l.forwards, l.brokerHost),
-    "-device", "virtio-net-pci,netdev=n0",
+    "-device", (l.machine ?? 1) >= 2 ? "virtio-net-pci,netdev=n0,romfile=" : "virtio-net-pci,netdev=n0",
     "-device", "virtio-serial-pci,id=vser0",
     "-chardev", `socket,id=ident,path=${escapeOpt(l.identitySocket)},server=on,wait=off`,
     "-device", `virtserialport,bus=vser0.0,chardev=ident,name=${IDENTITY_PORT_NAME}`,

@@ -13,12 +13,13 @@ import { VmStore, type VmRecord } from "../../store/vms";
 import type { Disposable, Driver, DriverFactory, DriverFeatures, SnapshotInfo, StopOptions, VmSpec, VmStateEvent, VmStatus } from "../driver";
 import { alreadyExists, hypervisorFailed, imageMissing, invalidState, unknownSnapshot } from "../errors";
 import { chooseAccel } from "./accel";
-import { identityWords, qemuArgs, type Accel, type QemuLaunch } from "./command";
+import { MACHINE_VERSION, identityWords, qemuArgs, type Accel, type QemuLaunch } from "./command";
 import { QEMU_IMG, QEMU_SYSTEM, qemuImg, run } from "./exec";
-import { identityMessage, tellGuest } from "./identity";
+import { IdentityPort, identityMessage, tellGuest } from "./identity";
 import { QmpClient, QmpError, type QmpEvent } from "./qmp";
 import { findTemplate, type Template } from "./template";
 import { createOverlay } from "./overlay";
+import { ControlMonitors } from "./monitors";
 import { freeLoopbackPort } from "../ports";
 
 export const SNAPSHOT_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
@@ -110,6 +111,8 @@ export class QemuDriver implements Driver {
     isolation: "vm",
   };
   readonly store: VmStore;
+  /** Control connections reused across calls that come close together (pause/resume, status). */
+  private readonly monitors = new ControlMonitors();
 
   constructor(readonly home: string) {
     this.store = new VmStore(home);
@@ -153,7 +156,7 @@ export class QemuDriver implements Driver {
         image: { id: image.id, kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs, baseDisk: image.baseDisk, cmdline: image.cmdline },
         forwards,
         started: false,
-        driverData: {},
+        driverData: { machine: template ? (template.machine ?? 1) : MACHINE_VERSION },
       };
       if (template) record.template = template.dir;
       return record;
@@ -174,17 +177,14 @@ export class QemuDriver implements Driver {
       const reason = existsSync(f.pid) ? "QEMU exited without a stop request (killed or crashed?)" : undefined;
       return reason ? { ...base, state: "stopped", reason } : { ...base, state: "stopped" };
     }
-    let qmp: QmpClient | undefined;
     try {
-      qmp = await QmpClient.connect(f.qmp);
-      const s = await qmp.execute<{ status: string }>("query-status");
+      const s = await this.monitors.use(record.name, f.qmp, (qmp) => qmp.execute<{ status: string }>("query-status"));
       const state = stateFromQmp(s.status);
       return { ...base, state, pid, ...(accel ? { accel } : {}), ...(state === "error" ? { reason: `QEMU status ${s.status}` } : {}) };
     } catch (err) {
+      this.monitors.drop(record.name);
       if (!pidAlive(pid)) return { ...base, state: "stopped", reason: "QEMU exited" };
       return { ...base, state: "error", pid, reason: `QMP: ${(err as Error).message}` };
-    } finally {
-      qmp?.close();
     }
   }
 
@@ -207,19 +207,24 @@ export class QemuDriver implements Driver {
       const f = this.files(name);
       const pid = this.livePid(f);
       if (pid === undefined) return fn(undefined, record, await this.statusOf(record));
-      let qmp: QmpClient;
-      try {
-        qmp = await QmpClient.connect(f.qmp);
-      } catch {
-        return fn(undefined, record, await this.statusOf(record));
-      }
-      try {
-        const s = await qmp.execute<{ status: string }>("query-status");
-        const accel = typeof record.driverData.accel === "string" ? record.driverData.accel : undefined;
-        const status: VmStatus = { name, driver: this.name, state: stateFromQmp(s.status), pid, ...(accel ? { accel } : {}) };
-        return await fn(qmp, record, status);
-      } finally {
-        qmp.close();
+      // Two tries: a cached connection can be stale (QEMU restarted since); a fresh one is not.
+      for (let attempt = 1; ; attempt++) {
+        let status: VmStatus | undefined;
+        try {
+          return await this.monitors.use(name, f.qmp, async (qmp) => {
+            const s = await qmp.execute<{ status: string }>("query-status");
+            const accel = typeof record.driverData.accel === "string" ? record.driverData.accel : undefined;
+            status = { name, driver: this.name, state: stateFromQmp(s.status), pid, ...(accel ? { accel } : {}) };
+            return await fn(qmp, record, status);
+          });
+        } catch (err) {
+          if (status !== undefined) {
+            if (err instanceof QmpError && err.errorClass === "Disconnected") this.monitors.drop(name);
+            throw err;
+          }
+          this.monitors.drop(name);
+          if (attempt >= 2 || this.livePid(f) === undefined) return fn(undefined, record, await this.statusOf(record));
+        }
       }
     });
   }
@@ -239,6 +244,7 @@ export class QemuDriver implements Driver {
     const image = record.image;
     if (!image) throw new VmcError(VmcErrorCodes.ImageMissing, `VM '${record.name}' has no guest image recorded`, { name: record.name });
     const f = this.files(record.name);
+    this.monitors.drop(record.name);
     for (const p of [f.pid, f.qmp, f.events, f.identity]) rmSync(p, { force: true });
     const template = !record.started && !loadvm && record.template ? this.templateOf(record) : undefined;
     const accel: Accel = template ? template.accel : (await chooseAccel(this.home)).accel;
@@ -262,6 +268,7 @@ export class QemuDriver implements Driver {
       forwards: record.forwards,
       ...(template ? { incoming: "defer" } : {}),
       ...(loadvm ? { loadvm } : {}),
+      machine: typeof record.driverData.machine === "number" ? record.driverData.machine : 1,
     };
     const r = await run(QEMU_SYSTEM, qemuArgs(launch), 60_000);
     if (r.code !== 0) {
@@ -297,26 +304,42 @@ export class QemuDriver implements Driver {
 
   /** A template clone: load the saved state, run it, then hand over the identity. */
   private async finishIncoming(record: VmRecord, f: VmFiles, uri: string): Promise<void> {
-    const qmp = await QmpClient.connect(f.qmp);
+    // Connected while the state loads, so the identity goes out the moment the guest runs.
+    const port = IdentityPort.open(f.identity);
+    port.catch(() => undefined);
     try {
-      await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
-      const done = qmp.waitEvent("MIGRATION", 60_000, (e) => ["completed", "failed", "cancelled"].includes(String(e.data?.status)));
-      done.catch(() => undefined);
-      await qmp.execute("migrate-incoming", { uri });
-      const e = await done;
-      if (e.data?.status !== "completed") throw new Error(`loading the template state ${String(e.data?.status)}`);
-      // The template was saved paused, and a migrated machine keeps the source's run state.
-      await qmp.execute("cont");
+      await this.monitors.use(record.name, f.qmp, async (qmp) => {
+        await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+        const done = qmp.waitEvent("MIGRATION", 60_000, (e) => ["completed", "failed", "cancelled"].includes(String(e.data?.status)));
+        done.catch(() => undefined);
+        await qmp.execute("migrate-incoming", { uri });
+        const e = await done;
+        if (e.data?.status !== "completed") throw new Error(`loading the template state ${String(e.data?.status)}`);
+        // The template was saved paused, and a migrated machine keeps the source's run state.
+        await qmp.execute("cont");
+      });
     } catch (err) {
+      void port.then((p) => p.close(), () => undefined);
       throw hypervisorFailed("qemu", `start VM '${record.name}' from its template`, (err as Error).message);
-    } finally {
-      qmp.close();
     }
-    // The agent's HELLO on the bus is the real readiness signal; the ACK only confirms the hand-over.
-    const acked = await tellGuest(f.identity, identityMessage(record.agentId, record.controllerPublicKey), 1500).catch(() => false);
-    this.store.update(record.name, (rec) => {
-      rec.driverData.identityAcked = acked;
-    });
+    // The agent's HELLO on the bus is the real readiness signal; the ACK only confirms the hand-over,
+    // so it is awaited off the start path and recorded when it comes.
+    const identity = identityMessage(record.agentId, record.controllerPublicKey);
+    void port
+      .then(async (p) => {
+        try {
+          const ack = p.waitFor("ACK", 5000);
+          p.send(identity);
+          return await ack;
+        } finally {
+          p.close();
+        }
+      })
+      .catch(() => false)
+      .then((acked) => {
+        if (this.store.exists(record.name)) this.store.update(record.name, (rec) => void (rec.driverData.identityAcked = acked));
+      })
+      .catch(() => undefined);
   }
 
   async stop(name: string, options: StopOptions = {}): Promise<VmStatus> {
@@ -337,6 +360,7 @@ export class QemuDriver implements Driver {
   private async terminate(record: VmRecord, pid: number | undefined, options: StopOptions): Promise<void> {
     const f = this.files(record.name);
     const timeoutMs = options.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
+    this.monitors.drop(record.name);
     let qmp: QmpClient | undefined;
     try {
       qmp = await QmpClient.connect(f.qmp, 2000);

@@ -88,12 +88,23 @@ export class QmpClient extends EventEmitter {
     });
     try {
       await greeting;
-      await client.execute("qmp_capabilities");
     } catch (err) {
       client.close();
       throw err;
     }
+    // Pipelined: QMP answers in order, so the next command is sent without waiting for this reply
+    // (one round trip less per connection); if negotiation failed, that command fails too.
+    client.execute("qmp_capabilities").catch(() => undefined);
     return client;
+  }
+
+  /** Lets the process exit while this (idle) connection stays open. */
+  unref(): void {
+    this.socket.unref();
+  }
+
+  ref(): void {
+    this.socket.ref();
   }
 
   get isClosed(): boolean {

@@ -14,7 +14,7 @@ import { writeAtomic } from "../../store/vms";
 import type { BootImage } from "../driver";
 import { hypervisorFailed } from "../errors";
 import { chooseAccel } from "./accel";
-import { overlayArgs, qemuArgs, type Accel } from "./command";
+import { MACHINE_VERSION, overlayArgs, qemuArgs, type Accel } from "./command";
 import { QEMU_SYSTEM, qemuImg, run } from "./exec";
 import { IdentityPort } from "./identity";
 import { QmpClient } from "./qmp";
@@ -33,6 +33,8 @@ export interface Template {
   createdAt: number;
   /** Milliseconds from QEMU start until the agent waited for its identity. */
   bootMs: number;
+  /** Machine layout version the state was saved from (absent: 1). */
+  machine?: number;
 }
 
 export const TEMPLATE_WORD = "vmc_identity=wait";
@@ -42,7 +44,7 @@ export function templatesRoot(home: string): string {
 }
 
 export function templateKey(imageId: string, memoryMiB: number, cpus: number, accel: Accel): string {
-  return `${imageId}-m${memoryMiB}-c${cpus}-${accel}`;
+  return `${imageId}-m${memoryMiB}-c${cpus}-${accel}-v${MACHINE_VERSION}`;
 }
 
 function cachedAccel(home: string): Accel | undefined {
@@ -120,7 +122,7 @@ export async function buildTemplate(home: string, image: BootImage, opts: { memo
     const r = await run(QEMU_SYSTEM, qemuArgs({
       name: `template-${key}`, memoryMiB, cpus, accel, kernel: image.kernel, initrd: image.initrd, append: cmdline,
       rootfs: image.rootfs, disk: files.disk, qmpSocket: files.qmp, eventsSocket: files.events, identitySocket: files.identity,
-      consoleLog: files.console, pidFile: files.pid, brokerPort: 9, forwards: [],
+      consoleLog: files.console, pidFile: files.pid, brokerPort: 9, forwards: [], machine: MACHINE_VERSION,
     }));
     if (r.code !== 0) throw hypervisorFailed("qemu", "boot the template", r.stderr.trim());
     pid = Number.parseInt(readFileSync(files.pid, "utf8"), 10);
@@ -147,7 +149,7 @@ export async function buildTemplate(home: string, image: BootImage, opts: { memo
     const template: Template = {
       dir: finalDir, imageId: image.id, memoryMiB, cpus, accel, cmdline,
       disk: join(finalDir, "disk.qcow2"), state: join(finalDir, "state.bin"), stateBytes: statSync(files.state).size,
-      createdAt: Date.now(), bootMs,
+      createdAt: Date.now(), bootMs, machine: MACHINE_VERSION,
     };
     writeAtomic(join(staging, "template.json"), `${JSON.stringify(template, null, 2)}\n`);
     for (const f of [files.pid, files.qmp, files.events, files.identity]) rmSync(f, { force: true });
