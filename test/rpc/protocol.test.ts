@@ -61,6 +61,11 @@ describe("controller API on every endpoint", () => {
       assert.equal(extra.code, RpcErrorCodes.InvalidParams);
       assert.match(extra.message, /surprise/);
       assert.equal(errorOf(await rpc.call("vm.nonsense", {})).code, RpcErrorCodes.MethodNotFound);
+      // params by position: [] is no params, [{...}] the object (some clients send these)
+      assert.deepEqual(await rpc.request("vm.list", []), []);
+      assert.equal((await rpc.request<Handshake>("vmc.handshake", [{ client: "by-position" }])).protocolVersion, 1);
+      assert.equal(errorOf(await rpc.call("vm.start", [])).code, RpcErrorCodes.InvalidParams);
+      assert.doesNotMatch(rpc.stderr, /initialized/, "LSP's initialized notification is accepted silently");
 
       // unknown VM
       const unknown = errorOf(await rpc.call("vm.start", { name: "ghost" }));

@@ -38,7 +38,8 @@ import type { AgentInfo as RegistryAgent } from "../fleet/registry";
 import { expandTarget, parseTarget, TargetSyntaxError } from "../fleet/target";
 import { loadOrCreateControllerKeys, readControllerPublicKey } from "../store/keys";
 import { VmStore } from "../store/vms";
-import { CommandService, type VmDirectory } from "./commands";
+import { acquireControllerLease, LEASED_REPLY_EXPIRES_MS, type ControllerLease } from "../store/controller-lease";
+import { CommandService, preferredSlots, type VmDirectory } from "./commands";
 import { createGuestFs, type GuestFs } from "./guest-fs";
 import { Transfers } from "./transfers";
 import { VmWatch } from "./vm-watch";
@@ -87,6 +88,7 @@ export class Controller implements VmDirectory {
     private readonly broker: string,
     readonly store: VmStore,
     private readonly drivers: Map<DriverName, Driver>,
+    private readonly lease: ControllerLease,
   ) {
     this.guestFs = createGuestFs(session.fleet, (target) => (store.exists(target) ? store.read(target).agentId : target));
   }
@@ -94,11 +96,21 @@ export class Controller implements VmDirectory {
   static async open(options: ControllerOptions): Promise<Controller> {
     const url = resolveBrokerUrl(options.brokerUrl);
     const broker = redact(url);
-    const [session, driverInfo, defaultDriver] = await Promise.all([
-      openFleetSession({ brokerUrl: url, home: options.home, name: "vmc-rpc", log: options.log }),
-      Promise.all(DRIVER_NAMES.map(async (name) => describeDriver(options.home, name))),
-      defaultDriverName(),
-    ]);
+    // A stable identity (slot) so a restarted controller reads the replies its predecessor's commands left queued.
+    const lease = acquireControllerLease(options.home, { prefer: preferredSlots(options.home) });
+    let session: FleetSession;
+    let driverInfo: DriverInfo[];
+    let defaultDriver: DriverName;
+    try {
+      [session, driverInfo, defaultDriver] = await Promise.all([
+        openFleetSession({ brokerUrl: url, home: options.home, name: "vmc-rpc", log: options.log, instanceId: lease.instanceId, replyExpiresMs: LEASED_REPLY_EXPIRES_MS }),
+        Promise.all(DRIVER_NAMES.map(async (name) => describeDriver(options.home, name))),
+        defaultDriverName(),
+      ]);
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
     const store = new VmStore(options.home);
     const drivers = new Map<DriverName, Driver>();
     const driverOf = (vm: string): Driver => {
@@ -132,13 +144,14 @@ export class Controller implements VmDirectory {
       });
       const keys = loadOrCreateControllerKeys(options.home);
       const transfers = new Transfers({ signingKey: keys.privateKey, bus: session.bus, fleet: session.fleet, store });
-      controller = new Controller(options, session, commands, watch, transfers, driverInfo, defaultDriver, broker, store, drivers);
+      controller = new Controller(options, session, commands, watch, transfers, driverInfo, defaultDriver, broker, store, drivers, lease);
       controller.attachEvents();
       await watch.start();
       return controller;
     } catch (err) {
       watch.close();
       await session.close();
+      lease.release();
       throw err;
     }
   }
@@ -390,6 +403,7 @@ export class Controller implements VmDirectory {
     this.watch.close();
     await this.commands.close().catch((e: unknown) => this.options.log(`closing the command history: ${String(e)}`));
     await this.session.close();
+    this.lease.release();
   }
 }
 

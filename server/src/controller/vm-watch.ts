@@ -25,6 +25,7 @@ class Tracker {
   private dirWatch: FSWatcher | undefined;
   private pending: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> = Promise.resolve();
+  private errorConfirming = false;
   closed = false;
 
   constructor(
@@ -56,6 +57,12 @@ class Tracker {
       try {
         state = (await this.options.driverOf(this.name).status(this.name)).state;
       } catch {
+        return;
+      }
+      if (state === "error" && cause === "observed" && !this.errorConfirming) {
+        // A VM seen mid-launch by another process's start can look broken for a moment: look again.
+        this.errorConfirming = true;
+        setTimeout(() => void this.refresh("observed").finally(() => (this.errorConfirming = false)), 300).unref();
         return;
       }
       this.report(state, cause);

@@ -121,7 +121,7 @@ export class Endpoint {
     if (!table) throw new ResponseError(VmcErrorCodes.BrokerUnavailable, `the controller is not running: ${this.tableError ?? "unknown reason"}`);
     const handler = table.get(method);
     if (!handler) throw new ResponseError(RpcErrorCodes.MethodNotFound, `unknown method '${method.slice(0, 100)}'`);
-    const parsed = handler.params.safeParse(raw);
+    const parsed = handler.params.safeParse(byName(raw));
     if (!parsed.success) throw invalidParams(parsed.error);
     const ac = new AbortController();
     const sub = token.onCancellationRequested(() => ac.abort());
@@ -150,6 +150,14 @@ export class Endpoint {
       this.running.delete(ac);
     }
   }
+}
+
+/** Params by position are accepted when they are `[]` (no params) or `[{...}]` (the object). */
+function byName(raw: unknown): unknown {
+  if (!Array.isArray(raw)) return raw;
+  if (raw.length === 0) return undefined;
+  if (raw.length === 1 && typeof raw[0] === "object" && raw[0] !== null && !Array.isArray(raw[0])) return raw[0];
+  return raw;
 }
 
 function workDoneToken(params: unknown): string | number | undefined {

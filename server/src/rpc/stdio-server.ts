@@ -64,6 +64,7 @@ export async function runStdioServer(options: StdioServerOptions): Promise<numbe
       endpoint.close();
       log("exit");
     });
+    connection.onInitialized(() => undefined);
     connection.onDidChangeConfiguration(() => undefined);
     reader.onClose(() => void endOfInput(endpoint));
     connection.listen();
@@ -103,6 +104,14 @@ export async function runStdioServer(options: StdioServerOptions): Promise<numbe
       },
       (err: unknown) => rejectTable(err),
     );
+  }
+
+  // Terminated by a supervisor (BOINC client, editor): close the controller so the command history is flushed.
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
+    process.once(signal, () => {
+      log(`${signal}: closing`);
+      void closeController().then(() => finish(0));
+    });
   }
 
   const code = await finished;

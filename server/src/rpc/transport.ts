@@ -31,6 +31,8 @@ export function stdioTransport(input: Readable, output: Writable, options: Trans
   const reader = new ResilientMessageReader(input, options, (id, code, message, data) => {
     void writer.write({ jsonrpc: "2.0", id, error: { code, message, ...(data === undefined ? {} : { data }) } } as Message);
   });
+  // A client that sends without reading our answers is slowed down instead of filling our memory.
+  writer.onBacklog = (backlogged) => (backlogged ? input.pause() : input.resume());
   return { reader, writer };
 }
 
@@ -135,10 +137,22 @@ function invalidMessage(v: unknown): string | undefined {
   return undefined;
 }
 
-/** Writes messages in order, LSP framing or one JSON document per line. */
+/** Notifications are dropped (responses never) while this much output waits for a slow reader. */
+const MAX_QUEUED_OUTPUT_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Writes messages in order, LSP framing or one JSON document per line. A client that stops
+ * reading cannot make the server grow without bound: past {@link MAX_QUEUED_OUTPUT_BYTES} queued,
+ * notifications are dropped (counted in the log); responses are always queued.
+ */
 class FramedMessageWriter extends AbstractMessageWriter implements MessageWriter {
   private queue: Promise<void> = Promise.resolve();
   private broken = false;
+  private queuedBytes = 0;
+  private droppedNotifications = 0;
+  private backlogged = false;
+  /** Called with true when the queue passes the bound, false when it has drained to half of it. */
+  onBacklog: (backlogged: boolean) => void = () => undefined;
 
   constructor(
     private readonly output: Writable,
@@ -156,11 +170,30 @@ class FramedMessageWriter extends AbstractMessageWriter implements MessageWriter
   write(msg: Message): Promise<void> {
     const json = JSON.stringify(msg);
     const payload = this.framing === "ndjson" ? `${json}\n` : `Content-Length: ${Buffer.byteLength(json, "utf8")}\r\n\r\n${json}`;
+    const isNotification = "method" in msg && !("id" in msg);
+    if (isNotification && this.queuedBytes > MAX_QUEUED_OUTPUT_BYTES) {
+      if (this.droppedNotifications++ % 1000 === 0) this.log(`the client is not reading: ${this.droppedNotifications} notification(s) dropped so far`);
+      return Promise.resolve();
+    }
+    const size = payload.length;
+    this.queuedBytes += size;
+    if (!this.backlogged && this.queuedBytes > MAX_QUEUED_OUTPUT_BYTES) {
+      this.backlogged = true;
+      this.onBacklog(true);
+    }
     this.queue = this.queue.then(
       () =>
         new Promise<void>((resolve) => {
-          if (this.broken) return resolve();
+          if (this.broken) {
+            this.queuedBytes -= size;
+            return resolve();
+          }
           this.output.write(payload, "utf8", (err) => {
+            this.queuedBytes -= size;
+            if (this.backlogged && this.queuedBytes < MAX_QUEUED_OUTPUT_BYTES / 2) {
+              this.backlogged = false;
+              this.onBacklog(false);
+            }
             if (err && !this.broken) {
               this.broken = true;
               this.log(`output closed: ${err.message}`);
