@@ -9,7 +9,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { createReadStream, createWriteStream, mkdtempSync, openSync, closeSync, writeSync, rmSync, statSync } from "node:fs";
+import { createReadStream, createWriteStream, mkdtempSync, openSync, closeSync, readFileSync, writeSync, rmSync, statSync } from "node:fs";
 import { connect } from "node:net";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -40,12 +40,32 @@ function makeSource(): void {
   closeSync(fd);
 }
 
-async function timed(what: string, fn: () => Promise<unknown>): Promise<number> {
+/** CPU seconds (user + system, all threads) a process has used so far; undefined when unknown. */
+function cpuSeconds(pid?: number): number | undefined {
+  if (pid === undefined) {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e6;
+  }
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").replace(/^.*\) /, "").split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  } catch {
+    return undefined;
+  }
+}
+
+/** Runs `fn`, prints and returns MB/s; with `peerPid`, also the CPU both ends spent per GiB moved. */
+async function timed(what: string, fn: () => Promise<unknown>, peerPid?: number): Promise<number> {
+  const cpu0 = [cpuSeconds(), peerPid === undefined ? undefined : cpuSeconds(peerPid)];
   const t0 = performance.now();
   await fn();
   const s = (performance.now() - t0) / 1000;
   const mbs = size / 1e6 / s;
-  console.error(`  ${what}: ${s.toFixed(2)} s, ${mbs.toFixed(0)} MB/s`);
+  const mine = cpuSeconds()! - cpu0[0]!;
+  const peer = peerPid === undefined || cpu0[1] === undefined ? undefined : (cpuSeconds(peerPid) ?? NaN) - cpu0[1];
+  const perGiB = (x: number) => ((x * 1024 * MIB) / size).toFixed(2);
+  const cpu = peer === undefined ? `CPU here ${perGiB(mine)} s/GiB` : `CPU ${perGiB(mine + peer)} s/GiB (here ${perGiB(mine)}, peer ${perGiB(peer)})`;
+  console.error(`  ${what}: ${s.toFixed(2)} s, ${mbs.toFixed(0)} MB/s, ${cpu}`);
   return mbs;
 }
 
@@ -69,11 +89,11 @@ async function rawTcp(): Promise<void> {
       const s = await open("put", remote);
       await pipeline(createReadStream(source, { highWaterMark: 4 * MIB }), s);
       while (statSync(remote, { throwIfNoEntry: false })?.size !== size) await new Promise((r) => setTimeout(r, 2));
-    });
+    }, peer.pid);
     const down = await timed("raw TCP down", async () => {
       const s = await open("get", remote);
       await pipeline(s, createWriteStream(back, { highWaterMark: 4 * MIB }));
-    });
+    }, peer.pid);
     if (statSync(back).size !== size) throw new Error("raw TCP copy incomplete");
     results.push({ path: "raw TCP (floor)", up, down });
     clean(remote, back);
@@ -82,11 +102,11 @@ async function rawTcp(): Promise<void> {
   }
 }
 
-async function viaClient(label: string, client: TransferClient, target: { agentId: string; dialEndpoint?: { host: string; port: number } }, channel: "direct" | "bus"): Promise<void> {
+async function viaClient(label: string, client: TransferClient, target: { agentId: string; dialEndpoint?: { host: string; port: number } }, channel: "direct" | "bus", peerPid?: number): Promise<void> {
   const remote = join(dir, `${channel}-remote`);
   const back = join(dir, `${channel}-back`);
-  const up = await timed(`${label} up`, () => client.put(target, source, remote, { channel }));
-  const down = await timed(`${label} down`, () => client.get(target, remote, back, { channel }));
+  const up = await timed(`${label} up`, () => client.put(target, source, remote, { channel }), peerPid);
+  const down = await timed(`${label} down`, () => client.get(target, remote, back, { channel }), peerPid);
   if (statSync(back).size !== size) throw new Error(`${label} copy incomplete`);
   results.push({ path: label, up, down });
   clean(remote, back);
@@ -109,7 +129,7 @@ async function main(): Promise<void> {
     const agent = await startTransferAgent({ agentId: "bench.direct", publicKey: keys.publicKey });
     try {
       const client = new TransferClient({ signingKey, deliver: agent.deliver });
-      await viaClient(variant === "direct" ? "direct channel" : "direct, hashing on the main thread", client, { agentId: "bench.direct", dialEndpoint: agent.endpoint }, "direct");
+      await viaClient(variant === "direct" ? "direct channel" : "direct, hashing on the main thread", client, { agentId: "bench.direct", dialEndpoint: agent.endpoint }, "direct", agent.child.pid);
     } finally {
       agent.kill();
       setHashThreads(saved);
@@ -122,7 +142,7 @@ async function main(): Promise<void> {
     const bus = new BusClient({ brokerUrl: broker.url, name: "bench-xfer" });
     try {
       await bus.connect(15_000);
-      await viaClient("bus fallback (embedded broker)", new TransferClient({ signingKey, bus }), { agentId: "bench.bus" }, "bus");
+      await viaClient("bus fallback (embedded broker)", new TransferClient({ signingKey, bus }), { agentId: "bench.bus" }, "bus", busAgent.child.pid);
     } finally {
       await bus.close();
       busAgent.kill();

@@ -23,6 +23,11 @@ export interface FrameChannel {
   sendThen(type: number, parts: Buffer[], written: () => void): Promise<void>;
   /** Hands back the payload of a received frame the reader is done with (its memory is reused). */
   recycle(payload: Buffer): void;
+  /**
+   * Received payloads own their memory (nothing else holds a view of it), so the reader may
+   * transfer it to another thread. False when the transport may share it (the bus client).
+   */
+  readonly payloadsTransferable: boolean;
   /** The next frame; rejects with a TransferError on close, failure or `timeoutMs` of silence. */
   next(timeoutMs?: number): Promise<Frame>;
   /** Largest accepted frame (type byte + payload); raised once a transfer is authorised. */
@@ -58,6 +63,10 @@ export abstract class QueuedChannel implements FrameChannel {
   }
 
   recycle(_payload: Buffer): void {}
+
+  get payloadsTransferable(): boolean {
+    return false;
+  }
   protected abstract onDrained(): void;
   protected abstract teardown(): void;
 
@@ -188,6 +197,11 @@ export class SocketFrameChannel extends QueuedChannel {
 
   override recycle(payload: Buffer): void {
     this.bodies?.give(payload);
+  }
+
+  /** Each frame body is a buffer of its own, filled by copying from the socket's reads. */
+  override get payloadsTransferable(): boolean {
+    return true;
   }
 
   send(type: number, ...parts: Buffer[]): Promise<void> {

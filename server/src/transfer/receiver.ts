@@ -10,7 +10,7 @@ import { constants } from "node:fs";
 import { lstat, mkdir, open, rename, stat, statfs, symlink, unlink, utimes, lutimes, chmod, type FileHandle } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { EntryFrame, FileEndFrame, FrameType, ManifestFrame, type ManifestFrame as Manifest } from "@vmc/protocol/transfer";
-import { digestPrefix, FileDigest, zeroDigest } from "./digest";
+import { digestPrefix, FileDigest, sha256, zeroDigest } from "./digest";
 import { TransferError } from "./errors";
 import { ackPayload, frameName, jsonPayload, parseControl, readDataHeader, readZeroPayload, remoteError, type FrameChannel } from "./frames";
 import { DEFAULT_PATH_LIMITS, printable, safeComponents, safeName, symlinkStaysInside, type PathLimits } from "./paths";
@@ -261,7 +261,7 @@ export async function receiveTree(ch: FrameChannel, opts: ReceiveOptions): Promi
           const index0 = f.entry.i;
           if (bytes && digest) {
             const expected = Buffer.from(digest); // the frame's memory goes to a hash thread
-            const hashed = pool.hash(bytes);
+            const hashed = ch.payloadsTransferable ? pool.hash(bytes) : Promise.resolve({ bytes, digest: sha256(bytes) });
             hashed.catch(() => undefined);
             f.write = f.write.then(async () => {
               const h = await hashed;
