@@ -302,8 +302,11 @@ class Agent implements AgentHandle {
     });
     // Registered before the journal record lands, so CMD_INPUT / CMD_CANCEL arriving meanwhile find it.
     this.commands.set(cmd.cmdId, command);
+    const durable = this.journal.accept(cmd.cmdId, cmd.replyTo, cmd.expiresAt);
+    // The wrapper process starts while the record is made durable; the command only after.
+    command.start((pid) => this.journal.started(cmd.cmdId, pid, processStartTime(pid)), durable);
     try {
-      await this.journal.accept(cmd.cmdId, cmd.replyTo, cmd.expiresAt);
+      await durable;
     } catch (e) {
       this.commands.delete(cmd.cmdId);
       command.discard();
@@ -312,7 +315,6 @@ class Agent implements AgentHandle {
       return this.reject(json, `cannot record the command in the journal: ${e instanceof Error ? e.message : String(e)}`);
     }
     m.ack();
-    command.start((pid) => this.journal.started(cmd.cmdId, pid, processStartTime(pid)));
     const result = await command.done;
     output.close();
     this.commands.delete(cmd.cmdId);

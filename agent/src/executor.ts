@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { accessSync, constants, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
-import type { Readable } from "node:stream";
+import type { Readable, Writable } from "node:stream";
 import type { CmdInput, CmdOutput, CmdResult, CmdRun, CmdStatus } from "@vmc/protocol/bus";
 import type { BusLogger } from "@vmc/server/bus/client";
 import { trackPeakRss } from "./proc-sampler";
@@ -81,6 +81,8 @@ export class RunningCommand {
   private nextInputSeq = 0;
   private readonly heldInputs = new Map<number, CmdInput>();
   private finished = false;
+  /** The wrapper was told to start the command. */
+  private released = false;
 
   constructor(
     private readonly agentId: string,
@@ -99,16 +101,23 @@ export class RunningCommand {
     }));
   }
 
-  /** Spawns the command. `onPid` is called once its pid is known. */
-  start(onPid?: (pid: number) => void): void {
-    try {
-      this.spawn(onPid);
-    } finally {
-      this.markSpawned();
-    }
+  /**
+   * Spawns the command's wrapper at once; the command itself starts when `go` resolves (the
+   * agent passes the journal record's durability, so the fsync and the process start overlap
+   * and nothing runs before it is recorded). When `go` rejects, nothing runs: see {@link discard}.
+   * `onPid` is called with the wrapper's pid (= the process group).
+   */
+  start(onPid?: (pid: number) => void, go: Promise<unknown> = Promise.resolve()): void {
+    spawnSoon(() => {
+      try {
+        if (!this.finished) this.spawn(go, onPid);
+      } finally {
+        this.markSpawned();
+      }
+    });
   }
 
-  private spawn(onPid?: (pid: number) => void): void {
+  private spawn(go: Promise<unknown>, onPid?: (pid: number) => void): void {
     const env: NodeJS.ProcessEnv = { ...process.env, ...this.cmd.env };
     const problem = preflight(this.cmd, env);
     if (problem) return this.finishEarly("failedToStart", problem);
@@ -126,8 +135,6 @@ export class RunningCommand {
       return this.finishEarly("failedToStart", e instanceof Error ? e.message : String(e));
     }
     this.child = child;
-    this.startedAt = Date.now();
-    this.startedMono = performance.now();
     child.on("error", (e) => {
       if (child.pid === undefined) this.finishEarly("failedToStart", e.message);
     });
@@ -143,6 +150,10 @@ export class RunningCommand {
       this.commandPid ??= parseWrapperReport(this.report).pid;
     });
     fd3?.on("error", () => undefined);
+    go.then(
+      () => this.release(pid, fd3 as Writable | null),
+      () => this.discard(),
+    );
 
     for (const s of this.streams) {
       const readable = s.name === "stdout" ? child.stdout : child.stderr;
@@ -154,9 +165,6 @@ export class RunningCommand {
     child.stdin?.on("error", () => undefined);
     if (this.cmd.stdin !== undefined) child.stdin?.end(Buffer.from(this.cmd.stdin, "base64"));
     else if (!this.cmd.stdinStream) child.stdin?.end();
-
-    // Counts running time only: a VM paused by freezing its processes does not use up the timeout.
-    if (this.cmd.timeoutMs !== undefined) this.timeoutTimer = new RunningTimeout(this.cmd.timeoutMs, () => this.terminate("timedOut"));
 
     child.on("exit", () => {
       // The wrapper has reported: whatever is left of a killed command's group goes now.
@@ -171,10 +179,28 @@ export class RunningCommand {
     child.on("close", (code, signal) => void this.finish(code, signal));
   }
 
-  /** The command will never be started (it could not be journalled): releases anything waiting for it. */
+  /** Tells the waiting wrapper to start the command. */
+  private release(pid: number, fd3: Writable | null): void {
+    if (this.finished) return;
+    if (this.endReason) {
+      killGroup(pid, "SIGKILL");
+      return this.finishEarly(this.endReason, `${this.endReason === "cancelled" ? "cancelled" : "timed out"} before it started`);
+    }
+    this.released = true;
+    this.startedAt = Date.now();
+    this.startedMono = performance.now();
+    fd3?.write("go\n");
+    // Counts running time only: a VM paused by freezing its processes does not use up the timeout.
+    if (this.cmd.timeoutMs !== undefined) this.timeoutTimer = new RunningTimeout(this.cmd.timeoutMs, () => this.terminate("timedOut"));
+  }
+
+  /** The command will never run (it could not be journalled): its wrapper goes, anything waiting is released, no result. */
   discard(): void {
+    if (this.finished) return;
     this.finished = true;
     this.markSpawned();
+    this.stopTracking?.();
+    if (this.pid !== undefined) killGroup(this.pid, "SIGKILL");
   }
 
   /** CMD_CANCEL: SIGTERM to the command's process group, SIGKILL a second later. */
@@ -216,7 +242,7 @@ export class RunningCommand {
   private terminate(reason: "timedOut" | "cancelled"): void {
     if (this.finished || this.endReason) return;
     this.endReason = reason;
-    if (this.pid === undefined) return; // not spawned yet: start() finishes it early
+    if (!this.released || this.pid === undefined) return; // the command has not started: release() finishes it early
     // The wrapper ignores SIGTERM (once it forked the command), so it survives to report.
     killGroup(this.pid, "SIGTERM");
     this.killTimer = setTimeout(() => this.kill(), KILL_GRACE_MS);
@@ -297,7 +323,7 @@ export class RunningCommand {
       report.status !== undefined ? decodeShellStatus(report.status) : { exitCode: code, signal: signal ?? null };
     const finishedAt = Date.now();
     const resources =
-      report.cpuUserMs !== undefined && report.cpuSystemMs !== undefined
+      this.released && report.cpuUserMs !== undefined && report.cpuSystemMs !== undefined
         ? { cpuUserMs: report.cpuUserMs, cpuSystemMs: report.cpuSystemMs, peakRssBytes, wallMs: Math.round(performance.now() - this.startedMono) }
         : null;
     // The result must not overtake output the broker has not confirmed (it may still be re-sent).
@@ -323,6 +349,26 @@ export class RunningCommand {
     this.finished = true;
     this.timeoutTimer?.clear();
     this.settle(failedResult(this.agentId, this.cmd.cmdId, status, error, this.startedAt));
+  }
+}
+
+/**
+ * Spawns run one per event-loop turn, in order. `spawn()` blocks the loop for the fork and exec
+ * (the fork costs more the bigger this process is: a host running hundreds of agents in one
+ * process pays many milliseconds each), so a burst of commands must not starve timers (presence
+ * heartbeats) and I/O for its whole length.
+ */
+const spawnQueue: Array<() => void> = [];
+function spawnSoon(job: () => void): void {
+  spawnQueue.push(job);
+  if (spawnQueue.length === 1) setImmediate(spawnNext);
+}
+function spawnNext(): void {
+  const job = spawnQueue.shift();
+  try {
+    job?.();
+  } finally {
+    if (spawnQueue.length) setImmediate(spawnNext);
   }
 }
 

@@ -2,10 +2,10 @@
  * Group commit for append-only files: records are written at once (page cache) and made durable
  * by one fdatasync that covers every record appended while the previous one was in flight.
  *
- * One committer per process: every file with records waiting is synced from the same
- * `setImmediate` turn, so a burst of commands (one socket read can carry hundreds of CMD_RUNs for
- * the agents of one process) costs one sync per file, all in flight together on the thread pool
- * (the file system's own journal merges them), and the event loop never blocks on the disk.
+ * A record appended while no sync is in flight starts one at once (no added latency); records
+ * appended while one is in flight wait for it and share the next. The syncs run on the thread
+ * pool, so the event loop never blocks on the disk; the syncs of many agents' files in one
+ * process are in flight together, and the file system's own journal merges them.
  */
 import { closeSync, fdatasync, openSync, writeSync } from "node:fs";
 
@@ -15,20 +15,6 @@ interface Waiter {
   reject: (e: Error) => void;
 }
 
-const dirty = new Set<GroupCommitFile>();
-let scheduled = false;
-
-function schedule(file: GroupCommitFile): void {
-  dirty.add(file);
-  if (scheduled) return;
-  scheduled = true;
-  setImmediate(() => {
-    scheduled = false;
-    const files = [...dirty];
-    dirty.clear();
-    for (const f of files) f.sync();
-  });
-}
 
 export class GroupCommitFile {
   private readonly fd: number;
@@ -58,12 +44,11 @@ export class GroupCommitFile {
     const upTo = ++this.appended;
     return new Promise((resolve, reject) => {
       this.waiters.push({ upTo, resolve, reject });
-      if (!this.syncing) schedule(this);
+      if (!this.syncing) this.sync();
     });
   }
 
-  /** @internal Called by the committer. */
-  sync(): void {
+  private sync(): void {
     if (this.syncing || this.durable === this.appended) return;
     this.syncing = true;
     const upTo = this.appended;
@@ -85,7 +70,7 @@ export class GroupCommitFile {
         else still.push(w);
       }
       this.waiters = still;
-      if (this.durable < this.appended) schedule(this);
+      if (this.durable < this.appended) this.sync();
       else this.onIdle?.();
     });
   }
@@ -104,7 +89,7 @@ export class GroupCommitFile {
       };
       if (this.failure || (!this.syncing && this.durable === this.appended)) return finish();
       this.onIdle = finish;
-      if (!this.syncing) schedule(this);
+      if (!this.syncing) this.sync();
     });
     return this.closing;
   }

@@ -1,6 +1,10 @@
 /**
  * Per-command resource accounting (see docs/AGENT.md, "Resources").
  *
+ * The wrapper is spawned before the command may run (while the agent's journal record is made
+ * durable) and starts it when the agent writes `go` on fd 3; when fd 3 closes first it exits 99
+ * without running anything.
+ *
  * Each command runs under a tiny `/bin/sh` wrapper that the agent spawns as the leader of a new
  * session and process group (Node's `detached`). The wrapper starts the command in the
  * background, waits for that one child and then prints `times`: its RUSAGE_CHILDREN, which is
@@ -21,6 +25,7 @@
 import { constants as osConstants } from "node:os";
 
 export const WRAPPER_SCRIPT = [
+  "read -r go <&3 || exit 99",
   "exec 4<&0 </dev/null",
   '"$@" <&4 4<&- 3>&- &',
   "p=$!",
