@@ -1,6 +1,6 @@
 // Manual smoke of the extension in code-server (not part of the suite): `npx tsx test/ext/try.debug.ts`
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ProcessDriver } from "@vmc/server/hypervisors/process/driver";
@@ -17,7 +17,7 @@ const row = async (name: RegExp, timeout = 10_000) => {
   await r.waitFor({ state: "visible", timeout });
   return r;
 };
-const wb = await startWorkbench({ name: "ext-try", vsix: join(process.cwd(), "dist/vm-controller.vsix"), env: { VMC_HOME: home }, settings: { "vmc.brokerUrl": broker.url } });
+const wb = await startWorkbench({ name: "ext-try", vsix: join(process.cwd(), "dist/vm-controller.vsix"), env: { VMC_HOME: home }, settings: { "vmc.brokerUrl": broker.url }, viewport: { width: 1400, height: 900 } });
 const step = async (name: string, f: () => Promise<unknown>) => {
   const t = Date.now();
   try {
@@ -31,7 +31,13 @@ const step = async (name: string, f: () => Promise<unknown>) => {
 try {
   console.log("started", Date.now() - t0);
   writeFileSync(join(wb.folder, "hello.txt"), "hi from host\n");
-  await step("activity", () => wb.page.locator('.activitybar .action-item a[aria-label^="VM Controller"]').click());
+  const showVmc = async () => {
+    const item = wb.page.locator('.activitybar .action-item a[aria-label^="VM Controller"]');
+    await item.waitFor({ timeout: 60_000 });
+    if (!(await wb.page.locator('.pane-header[aria-label^="Machines"]').first().isVisible())) await item.click();
+    await wb.page.locator('.pane-header[aria-label^="Machines"]').first().waitFor({ timeout: 30_000 });
+  };
+  await step("activity", showVmc);
   await step("machine row", async () => row(/Machine p1, stopped/, 30_000));
   await wb.shot("machines");
   await step("start inline", async () => wb.inlineAction(await row(/Machine p1/), "Start Machine"));
@@ -85,14 +91,39 @@ try {
     await wb.typeInTerminal("cat /tmp/g.txt\r");
     return wb.waitTerminal(/edited-in-editor/, 20_000);
   });
-  await step("drop from explorer", async () => {
-    await wb.page.locator('.activitybar .action-item a[aria-label^="Explorer"]').click();
-    const src = wb.page.locator(".explorer-folders-view .monaco-list-row", { hasText: "hello.txt" }).first();
-    await src.waitFor({ timeout: 20_000 });
-    await wb.page.locator('.activitybar .action-item a[aria-label^="VM Controller"]').click();
-    // Explorer and the Machines view both visible: move the explorer into the panel is complex; use the open editors trick instead
-    return "skipped (needs both views visible)";
+  await step("upload via palette", async () => {
+    await wb.runCommand("VM Controller: Upload…");
+    await wb.quickPick("p1");
+    await wb.quickInput(join(wb.folder, "hello.txt"));
+    await wb.quickInput("/tmp");
+    await wb.page.locator(".monaco-list-row", { hasText: /Upload hello.txt to p1/ }).first().waitFor({ timeout: 20_000 }).catch(() => undefined);
+    await wb.page.locator(".terminal-wrapper").last().click();
+    await wb.typeInTerminal("cat /tmp/hello.txt\r");
+    return wb.waitTerminal(/hi from host/, 30_000);
   });
+  await wb.shot("uploaded");
+  await step("run on machines", async () => {
+    await wb.runCommand("VM Controller: Run Command on Machines…");
+    const input = wb.page.locator(".quick-input-widget .quick-input-box input");
+    await input.fill("p*");
+    await wb.page.locator(".quick-input-widget .monaco-list-row", { hasText: /1 agent match/ }).first().waitFor({ timeout: 20_000 });
+    await wb.shot("target-preview");
+    await input.press("Enter");
+    await wb.quickInput("echo from-palette-$((6*7))");
+    return wb.page.locator(".view-lines", { hasText: "from-palette-42" }).first().waitFor({ timeout: 30_000 });
+  });
+  await wb.shot("run-output");
+  await step("server restart keeps the views", async () => {
+    const pids = execFileSync("pgrep", ["-f", `${home.split("/").pop()}|vmc-workbench.*dist/vmc.mjs serve --stdio`]).toString().trim().split("\n").map(Number);
+    const serve = pids.filter((pid) => { try { return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("serve\0--stdio"); } catch { return false; } });
+    for (const pid of serve) process.kill(pid, "SIGKILL");
+    await wb.page.locator(".statusbar-item", { hasText: /VMC: (stopped|starting)/ }).first().waitFor({ timeout: 20_000 }).catch(() => undefined);
+    await row(/Machine p1, running/, 5_000);
+    await wb.page.locator(".statusbar-item", { hasText: "VMC: connected" }).first().waitFor({ timeout: 60_000 });
+    await row(/Machine p1, running/, 30_000);
+    return `killed ${serve.join(",")}`;
+  });
+  await wb.shot("after-restart");
   console.log(wb.log().split("\n").filter((l) => /vmc|error/i.test(l)).slice(-20).join("\n"));
 } finally {
   await wb.close();
