@@ -80,12 +80,14 @@ export interface Workbench {
   quickInput(text: string): Promise<void>;
   /** The view pane titled `title` (expanding it when collapsed). */
   view(title: string): Promise<Locator>;
-  /** The tree row whose visible label matches, inside the view titled `viewTitle`. */
+  /** The tree row whose accessible name (aria-label, else the label) matches, in the view titled `viewTitle`. */
   treeItem(viewTitle: string, label: string | RegExp, timeoutMs?: number): Promise<Locator>;
   /** Right-clicks `row` and picks `action` from the context menu. */
   contextMenu(row: Locator, action: string | RegExp): Promise<void>;
   /** Hovers `row` and clicks its inline action whose title matches. */
   inlineAction(row: Locator, title: string | RegExp): Promise<void>;
+  /** Waits for a status-bar item whose text matches; returns its text. */
+  statusItem(text: string | RegExp, timeoutMs?: number): Promise<string>;
   /** Waits for a notification toast whose message matches; returns its text. */
   notification(message: string | RegExp, timeoutMs?: number): Promise<string>;
   /** Text of the active terminal's visible rows. */
@@ -100,7 +102,7 @@ export interface Workbench {
    * on the row `target()` finds there.
    */
   dragFromExplorer(fileName: string, containerTitle: string, target: Locator): Promise<void>;
-  /** A locator for tree rows in the view titled `viewTitle` whose label matches (no waiting). */
+  /** A locator for the tree row whose accessible name matches, in the view titled `viewTitle` (no waiting). */
   row(viewTitle: string, label: string | RegExp): Locator;
   /** Opens the activity-bar view container whose title starts with `title`. */
   openContainer(title: string): Promise<void>;
@@ -109,8 +111,9 @@ export interface Workbench {
   close(): Promise<void>;
 }
 
-const startDeadlineMs = 60_000;
-const uiDeadlineMs = 30_000;
+/** Deadlines; a loaded 2-core machine needs generous ones (VMC_UI_TIMEOUT_MS scales the UI waits). */
+const startDeadlineMs = 120_000;
+const uiDeadlineMs = Number.parseInt(process.env.VMC_UI_TIMEOUT_MS ?? "60000", 10);
 
 /** Browser-side expression: the text of the visible terminal rows (xterm's DOM renderer). */
 const readTerminal = `Array.from(document.querySelectorAll(".part.panel .terminal-wrapper .xterm-rows > div"), (r) => (r.textContent || "").replace(/\\u00a0/g, " ").trimEnd()).join("\\n")`;
@@ -294,7 +297,7 @@ export async function startWorkbench(opts: WorkbenchOptions): Promise<Workbench>
         return pane;
       },
       row(viewTitle, label) {
-        return paneOf(viewTitle).locator(".monaco-list-row").filter({ has: page.locator(".label-name", { hasText: textMatcher(label) }) }).first();
+        return paneOf(viewTitle).getByRole("treeitem", { name: textMatcher(label) }).first();
       },
       async treeItem(viewTitle, label, timeoutMs = uiDeadlineMs) {
         await wb.view(viewTitle);
@@ -311,6 +314,11 @@ export async function startWorkbench(opts: WorkbenchOptions): Promise<Workbench>
       async inlineAction(row, title) {
         await row.hover();
         await row.locator(".actions").getByRole("button", { name: title }).first().click();
+      },
+      async statusItem(text, timeoutMs = uiDeadlineMs) {
+        const item = page.locator(".part.statusbar .statusbar-item").filter({ hasText: textMatcher(text) }).first();
+        await item.waitFor({ state: "visible", timeout: timeoutMs });
+        return (await item.textContent()) ?? "";
       },
       async notification(message, timeoutMs = uiDeadlineMs) {
         const toast = page.locator(".notifications-toasts .notification-list-item-message").filter({ hasText: textMatcher(message) }).first();
