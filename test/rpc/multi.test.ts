@@ -2,7 +2,7 @@
  * Several controllers on one $VMC_HOME and broker (an editor window and a BOINC wrapper): each sees
  * the other's VM changes as notifications, concurrent operations on one VM do not corrupt it, and
  * a controller killed between `cmd.run` and `cmd.get` loses nothing: its successor reports the
- * command's result.
+ * command's result. The bus going away and back is reported as `broker.state`.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -84,5 +84,17 @@ describe("several controllers on one home and broker", () => {
     assert.equal(Buffer.from(record.targets[0]!.stdout.data, "base64").toString(), "survived\n");
     assert.deepEqual(await a2.request<CommandRecord>("cmd.get", { id: run.id }), record, "read again: the same result");
     await a2.request("vm.delete", { name: "r1", force: true }, 30_000);
+  });
+
+  it("broker.state: the endpoint reports the bus going down and coming back, and keeps serving", async () => {
+    const e = await start("rpc-ndjson");
+    await broker.kill();
+    const down = await e.waitNotification((n) => n.method === "broker.state" && (n.params as { connected: boolean }).connected === false, 30_000, "broker.state down");
+    assert.equal((down.params as { broker: string }).broker, broker.url);
+    assert.equal((await e.request<{ brokerConnected: boolean }>("vmc.handshake")).brokerConnected, false);
+    assert.deepEqual(await e.request("vm.list"), [], "VM methods work without the bus");
+    await broker.restart();
+    await e.waitNotification((n) => n.method === "broker.state" && (n.params as { connected: boolean }).connected === true, 60_000, "broker.state up");
+    assert.equal((await e.request<{ brokerConnected: boolean }>("vmc.handshake")).brokerConnected, true);
   });
 });
