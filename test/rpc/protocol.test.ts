@@ -201,6 +201,15 @@ describe("controller API on every endpoint", () => {
     const ended = await rpc.request<CommandRecord>("cmd.cancel", { id: long.id }, 20_000);
     assert.equal(ended.targets[0]!.status, "cancelled");
 
+    // a restore rolls back what was sent after the snapshot: cmd.finished with status rolledBack
+    await rpc.request("vm.snapshot.take", { name: "c1", snapshot: "before" });
+    const doomed = await rpc.request<CommandRecord>("cmd.run", { target: "c1", argv: ["sleep", "60"] });
+    await rpc.waitNotification((n) => n.method === "cmd.started" && (n.params as CommandRecord).id === doomed.id, 10_000, "cmd.started (doomed)");
+    await rpc.request("vm.snapshot.restore", { name: "c1", snapshot: "before" }, 60_000);
+    const rolled = (await rpc.waitNotification((n) => n.method === "cmd.finished" && (n.params as CommandRecord).id === doomed.id, 30_000, "cmd.finished rolledBack")).params as CommandRecord;
+    assert.equal(rolled.targets[0]!.status, "rolledBack", JSON.stringify(rolled.targets[0]));
+    await rpc.request("vm.start", { name: "c1", waitForAgent: true }, 40_000);
+
     // interactive stdin
     const cat = await rpc.request<CommandRecord>("cmd.run", { target: "c1", argv: ["cat"], interactive: true });
     assert.equal(await rpc.request("cmd.input", { id: cat.id, data: Buffer.from("typed in\n").toString("base64"), eof: true }), null);

@@ -337,13 +337,15 @@ export class Controller implements VmDirectory {
     return info;
   }
 
-  /** Restores, then tells the command history so commands sent after the snapshot end `rolledBack`. */
+  /** Restores; the command history ends the commands sent after the snapshot as `rolledBack`. */
   async restoreSnapshot(name: string, snapshot: string): Promise<VmInfo> {
     const driver = this.driverForVm(name);
     const taken = (await driver.listSnapshots(name)).find((s) => s.name === snapshot);
     if (!taken) throw new VmcError(VmcErrorCodes.UnknownSnapshot, `VM '${name}' has no snapshot '${snapshot}'`, { name, snapshot });
-    await driver.restoreSnapshot(name, snapshot);
+    // Told first: a driver that restarts the guest's agent (process driver) makes it report its
+    // commands as killed while restoring, and they must end as rolled back, not cancelled.
     this.commands.snapshotRestored(name, this.store.read(name).agentId, taken.createdAt, Date.now(), snapshot);
+    await driver.restoreSnapshot(name, snapshot);
     await this.watch.refresh(name, "restore");
     return this.vmInfo(name);
   }
