@@ -75,9 +75,9 @@ try {
   await step("guest file edit", async () => {
     await wb.typeInTerminal("echo hello-guest > /tmp/g.txt\r");
     await wb.waitTerminal(/hello-guest > \/tmp\/g.txt\s*\[exit 0\]/);
-    await (await row(/Files of p1/)).click();
-    await (await row(/Folder \/tmp$/)).click();
-    await (await row(/File \/tmp\/g.txt/)).click();
+    await wb.runCommand("VM Controller: Open Guest File…");
+    await wb.quickPick("p1");
+    await wb.quickInput("/tmp/g.txt");
     const editor = wb.page.locator(".editor-instance .monaco-editor").first();
     await editor.waitFor({ timeout: 20_000 });
     await wb.page.locator(".view-lines", { hasText: "hello-guest" }).first().waitFor({ timeout: 20_000 });

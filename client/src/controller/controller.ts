@@ -18,6 +18,8 @@ export type ControllerState = "starting" | "running" | "stopped";
 /** Restarts allowed inside {@link RESTART_WINDOW_MS} before giving up and asking the user. */
 const MAX_RESTARTS = 5;
 const RESTART_WINDOW_MS = 60_000;
+/** How long a request waits for a (re)starting server before failing. */
+const READY_WAIT_MS = 90_000;
 
 /**
  * The editor's end of the controller API: owns the `vmc serve --stdio` process (through
@@ -60,6 +62,18 @@ export class Controller implements vscode.Disposable {
   /** Resolves with the handshake once a server is up (at once when one is). */
   ready(): Promise<Handshake> {
     return this.readyPromise!;
+  }
+
+  private async readyWithin(ms: number, what: string): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: the controller is not running (see the VM Controller log)`)), ms);
+    });
+    try {
+      await Promise.race([this.ready(), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async start(): Promise<void> {
@@ -111,7 +125,7 @@ export class Controller implements vscode.Disposable {
   }
 
   async request<P, R>(type: RequestType<P, R, void>, params: P, token?: vscode.CancellationToken): Promise<R> {
-    await this.ready();
+    if (this.currentState !== "running") await this.readyWithin(READY_WAIT_MS, type.method);
     const client = this.client;
     if (!client) throw new Error("the controller is not running");
     // By method name: the catalogue's types already tie params and result together. An undefined

@@ -17,13 +17,19 @@ export class CommandOutputProvider implements vscode.TextDocumentContentProvider
   private readonly changed = new vscode.EventEmitter<vscode.Uri>();
   readonly onDidChange = this.changed.event;
   private readonly open = new Set<string>();
+  /** Recently finished ids: a finish that lands while a document is being read must still refresh it. */
+  private readonly finished = new Set<string>();
   private readonly timers = new Map<string, ReturnType<typeof setTimeout>>();
   private readonly disposables: vscode.Disposable[] = [];
 
   constructor(private readonly controller: Controller) {
     this.disposables.push(
       controller.onNotification(CmdOutputNotification.type, (e) => this.touch(e.id)),
-      controller.onNotification(CmdFinishedNotification.type, (r) => this.touch(r.id)),
+      controller.onNotification(CmdFinishedNotification.type, (r) => {
+        this.finished.add(r.id);
+        if (this.finished.size > 1000) this.finished.delete(this.finished.values().next().value!);
+        this.touch(r.id);
+      }),
       vscode.workspace.onDidCloseTextDocument((d) => {
         if (d.uri.scheme === OUTPUT_SCHEME) this.open.delete(idOf(d.uri));
       }),
@@ -34,7 +40,9 @@ export class CommandOutputProvider implements vscode.TextDocumentContentProvider
     const id = idOf(uri);
     this.open.add(id);
     try {
-      return renderRecord(await this.controller.request(CmdGetRequest.type, { id }, token));
+      const record = await this.controller.request(CmdGetRequest.type, { id }, token);
+      if (record.state === "running" && this.finished.has(id)) this.touch(id);
+      return renderRecord(record);
     } catch (error) {
       return `Cannot read command ${id}: ${(error as Error).message}\n`;
     }
