@@ -14,7 +14,8 @@
  * BENCH_EXEC_BASELINE (path to another agent bundle, e.g. an older dist/agent.mjs: its round
  * trip is measured on the embedded broker interleaved with this build's, 10 rounds each in turn,
  * so a busy machine affects both alike); BENCH_EXEC_BASELINE_SRC (path to another checkout's
- * agent/src/agent.ts: the fan-out is then run twice per build, alternating, this build first).
+ * agent/src/agent.ts: the fan-out is then run twice per build, alternating, this build first);
+ * BENCH_EXEC_PROF_DIR (the fan-out's host processes write V8 CPU profiles there).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
@@ -261,9 +262,11 @@ async function fanOut(url: string, home: string, keys: ControllerKeys, label = "
   const hosts = Math.ceil(FANOUT / PER_HOST);
   const host = join(import.meta.dirname, "agent-host.ts");
   const prefix = `fan${fanRound++}`;
+  const profDir = process.env.BENCH_EXEC_PROF_DIR;
+  const profArgs = profDir ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : [];
   const started = performance.now();
   const children = Array.from({ length: hosts }, (_, h) =>
-    spawnGroup(["--import", "tsx", host, url, keys.publicKey, join(home, prefix), `${prefix}.${h}`, String(Math.min(PER_HOST, FANOUT - h * PER_HOST)), ...(agentModule ? [agentModule] : [])]),
+    spawnGroup([...profArgs, "--import", "tsx", host, url, keys.publicKey, join(home, prefix), `${prefix}.${h}`, String(Math.min(PER_HOST, FANOUT - h * PER_HOST)), ...(agentModule ? [agentModule] : [])]),
   );
   await Promise.all(children.map((c) => waitLine(c, /ready \d+/, 180_000)));
   process.stderr.write(`  ${FANOUT} agents (${label}) started in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
@@ -291,6 +294,8 @@ async function fanOut(url: string, home: string, keys: ControllerKeys, label = "
   }
   for (const [reason, n] of reasons) process.stderr.write(`  not succeeded (${n}): ${reason}\n`);
   process.stderr.write(`  fan-out (${label}): ${report.targets.length} agents accounted for in ${fanoutMs.toFixed(0)} ms (${statuses})\n`);
+  // A profiled host writes its profile when it exits cleanly (SIGTERM); the others go at once.
+  if (profDir) await Promise.all(children.map((c) => new Promise((resolve) => (c.kill("SIGTERM"), c.once("exit", resolve), setTimeout(resolve, 30_000)))));
   for (const c of children) {
     try {
       process.kill(-c.pid!, "SIGKILL");
