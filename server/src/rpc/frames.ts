@@ -37,6 +37,8 @@ function onlyWhitespace(b: Buffer): boolean {
 class LspFrameParser implements FrameParser {
   private buffer: Buffer = Buffer.alloc(0);
   private bodyLength: number | undefined;
+  /** The rest of a header just reported as bad is skipped without a second report. */
+  private skippingReported = false;
 
   constructor(
     private readonly max: number,
@@ -81,20 +83,22 @@ class LspFrameParser implements FrameParser {
         // Keep a tail that may be the start of a header split across chunks.
         const keep = Math.min(this.buffer.length, HEADER_NAMES[0]!.length - 1);
         const dropped = this.buffer.subarray(0, this.buffer.length - keep);
-        if (dropped.length && !onlyWhitespace(dropped)) this.sink.dropped(`${dropped.length} bytes outside any message (no Content-Length header)`);
+        if (dropped.length && !onlyWhitespace(dropped) && !this.skippingReported) this.sink.dropped(`${dropped.length} bytes outside any message (no Content-Length header)`);
         this.buffer = Buffer.from(this.buffer.subarray(this.buffer.length - keep));
         return;
       }
       if (start > 0) {
         const dropped = this.buffer.subarray(0, start);
-        if (!onlyWhitespace(dropped)) this.sink.dropped(`${dropped.length} bytes before a Content-Length header`);
+        if (!onlyWhitespace(dropped) && !this.skippingReported) this.sink.dropped(`${dropped.length} bytes before a Content-Length header`);
         this.buffer = this.buffer.subarray(start);
       }
+      this.skippingReported = false;
       const end = this.buffer.indexOf(HEADER_END);
       if (end < 0 || end > MAX_HEADER_BYTES) {
         if (end < 0 && this.buffer.length <= MAX_HEADER_BYTES) return;
         this.sink.dropped(`a header block without an end within ${MAX_HEADER_BYTES} bytes`);
         this.buffer = this.buffer.subarray(1);
+        this.skippingReported = true;
         continue;
       }
       const header = this.buffer.subarray(0, end).toString("latin1");
@@ -102,6 +106,7 @@ class LspFrameParser implements FrameParser {
       if (typeof length === "string") {
         this.sink.dropped(`bad header (${length}): ${JSON.stringify(header.slice(0, 200))}`);
         this.buffer = this.buffer.subarray(1);
+        this.skippingReported = true;
         continue;
       }
       if (length > this.max) {
