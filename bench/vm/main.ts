@@ -4,7 +4,7 @@
  * Prints a table: each figure, its goal, and measured/goal (≤ 1.00 meets the goal), with peers
  * measured in the same run (qemu-img create for the linked clone, cold boot for the template).
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { loadavg } from "node:os";
 import { QemuDriver } from "@vmc/server/hypervisors/qemu/driver";
 import { buildTemplate } from "@vmc/server/hypervisors/qemu/template";
@@ -134,7 +134,8 @@ try {
   const since = Date.now() - 5 * 60_000;
   await c.waitHello("fast", 60_000, since);
   const ready = performance.now() - t;
-  add("from template: create to running", running, "ms", undefined, `template state ${Math.round(template.stateBytes / 1048576)} MiB`);
+  const ramMiB = template.ram ? Math.round((statSync(template.ram).blocks * 512) / 1048576) : 0;
+  add("from template: create to running", running, "ms", undefined, `device state ${(template.stateBytes / 1048576).toFixed(1)} MiB${template.ram ? `, RAM file ${ramMiB} MiB mapped copy-on-write` : ""}`);
   add("from template: create to agent ready", ready, "ms", 1000, `cold boot ${(cold / 1000).toFixed(1)} s = ${(cold / ready).toFixed(1)}x slower`);
   await driver.delete("fast", { force: true });
 

@@ -5,6 +5,7 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { statSync } from "node:fs";
 import { VmcErrorCodes } from "@vmc/protocol";
 import { QemuDriver } from "@vmc/server/hypervisors/qemu/driver";
 import { buildTemplate, findTemplate } from "@vmc/server/hypervisors/qemu/template";
@@ -40,8 +41,10 @@ describe("qemu templates (instant machines)", { timeout: 300_000 }, () => {
     const driver = new QemuDriver(home);
     assert.equal(findTemplate(home, image.id, 512, 1), undefined);
     const template = await buildTemplate(home, image, { memoryMiB: 512, cpus: 1 });
-    t.diagnostic(`template: booted to WAITING in ${template.bootMs} ms, state ${Math.round(template.stateBytes / 1048576)} MiB`);
-    assert.ok(template.stateBytes > 1 << 20);
+    const ramBytes = template.ram ? statSync(template.ram).blocks * 512 : 0;
+    t.diagnostic(`template: booted to WAITING in ${template.bootMs} ms, device state ${(template.stateBytes / 1048576).toFixed(1)} MiB, RAM file ${Math.round(ramBytes / 1048576)} MiB`);
+    assert.ok(ramBytes > 16 << 20, "the template's guest RAM is in its RAM file");
+    assert.ok(template.stateBytes > 0 && template.stateBytes < 16 << 20, "the state stream holds the devices, not the RAM");
     assert.equal((await buildTemplate(home, image, { memoryMiB: 512, cpus: 1 })).createdAt, template.createdAt, "built once");
 
     const key = loadOrCreateControllerKeys(home).publicKey;
@@ -73,6 +76,10 @@ describe("qemu templates (instant machines)", { timeout: 300_000 }, () => {
     await c.sh("clone.a", "echo changed > /var/lib/vmc/home/mine; sync");
     await driver.restoreSnapshot("clone.a", "s");
     assert.equal((await c.sh("clone.a", "cat /var/lib/vmc/home/mine", 60_000)).trim(), "a");
+    // A clone's snapshot also loads into a fresh QEMU, whose RAM is not the template's file.
+    await driver.stop("clone.a", { force: true });
+    await driver.restoreSnapshot("clone.a", "s");
+    assert.equal((await c.sh("clone.a", "cat /var/lib/vmc/home/mine", 120_000)).trim(), "a");
 
     await assert.rejects(driver.delete("clone.b"), (e: { code?: number }) => e.code === VmcErrorCodes.InvalidState);
     await Promise.all(names.map((n) => driver.delete(n, { force: true })));

@@ -36,6 +36,11 @@ export interface QemuLaunch {
    * layout, so a VM keeps the version it was created with.
    */
   machine?: number;
+  /**
+   * Guest RAM from a file instead of anonymous memory: `share` true writes the guest's RAM into the
+   * file (a template being built), false maps it copy-on-write (a clone of that template).
+   */
+  ramFile?: { path: string; share: boolean };
 }
 
 /**
@@ -69,6 +74,10 @@ export function qemuArgs(l: QemuLaunch): string[] {
     // tb-size=64: TCG's translation cache defaults to 1 GiB; 64 MiB saves ~60 MiB RSS per idle VM.
     ...(l.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", "tcg,tb-size=64", "-cpu", "max"]),
     "-m", String(l.memoryMiB),
+    // Same backend id as QEMU's default RAM ("pc.ram"), so machine state moves between both kinds.
+    ...(l.ramFile
+      ? ["-object", `memory-backend-file,id=pc.ram,size=${l.memoryMiB}M,mem-path=${escapeOpt(l.ramFile.path)},share=${l.ramFile.share ? "on" : "off"}`, "-machine", "memory-backend=pc.ram"]
+      : []),
     "-smp", String(l.cpus),
     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
     "-kernel", l.kernel,

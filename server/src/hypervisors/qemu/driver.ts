@@ -269,6 +269,8 @@ export class QemuDriver implements Driver {
       ...(template ? { incoming: "defer" } : {}),
       ...(loadvm ? { loadvm } : {}),
       machine: typeof record.driverData.machine === "number" ? record.driverData.machine : 1,
+      // A clone maps the template's RAM copy-on-write; the state stream carries only the devices.
+      ...(template?.ram ? { ramFile: { path: template.ram, share: false } } : {}),
     };
     const r = await run(QEMU_SYSTEM, qemuArgs(launch), 60_000);
     if (r.code !== 0) {
@@ -277,7 +279,7 @@ export class QemuDriver implements Driver {
     }
     if (template) {
       try {
-        await this.finishIncoming(record, f, `exec:cat ${shellQuote(template.state)}`);
+        await this.finishIncoming(record, f, `exec:cat ${shellQuote(template.state)}`, template.ram !== undefined);
       } catch (err) {
         const pid = this.livePid(f);
         if (pid !== undefined) process.kill(pid, "SIGKILL");
@@ -303,18 +305,21 @@ export class QemuDriver implements Driver {
   }
 
   /** A template clone: load the saved state, run it, then hand over the identity. */
-  private async finishIncoming(record: VmRecord, f: VmFiles, uri: string): Promise<void> {
+  private async finishIncoming(record: VmRecord, f: VmFiles, uri: string, ramMapped: boolean): Promise<void> {
     // Connected while the state loads, so the identity goes out the moment the guest runs.
     const port = IdentityPort.open(f.identity);
     port.catch(() => undefined);
     try {
       await this.monitors.use(record.name, f.qmp, async (qmp) => {
-        await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+        const ignoreShared = { capability: "x-ignore-shared", state: ramMapped };
+        await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }, ignoreShared] });
         const done = qmp.waitEvent("MIGRATION", 60_000, (e) => ["completed", "failed", "cancelled"].includes(String(e.data?.status)));
         done.catch(() => undefined);
         await qmp.execute("migrate-incoming", { uri });
         const e = await done;
         if (e.data?.status !== "completed") throw new Error(`loading the template state ${String(e.data?.status)}`);
+        // Later savevm/loadvm streams must be the ordinary format (they may load into a plain QEMU).
+        if (ramMapped) await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "x-ignore-shared", state: false }] });
         // The template was saved paused, and a migrated machine keeps the source's run state.
         await qmp.execute("cont");
       });

@@ -35,6 +35,12 @@ export interface Template {
   bootMs: number;
   /** Machine layout version the state was saved from (absent: 1). */
   machine?: number;
+  /**
+   * The template's guest RAM as a file. Present: `state` holds only the devices (saved with
+   * `x-ignore-shared`) and a clone maps this file copy-on-write instead of loading its RAM
+   * from the stream. Absent (older templates): `state` holds the RAM too.
+   */
+  ram?: string;
 }
 
 export const TEMPLATE_WORD = "vmc_identity=wait";
@@ -108,6 +114,7 @@ export async function buildTemplate(home: string, image: BootImage, opts: { memo
   const files = {
     disk: join(staging, "disk.qcow2"),
     state: join(staging, "state.bin"),
+    ram: join(staging, "ram.bin"),
     pid: join(staging, "qemu.pid"),
     qmp: join(staging, "qmp.sock"),
     events: join(staging, "events.sock"),
@@ -123,6 +130,7 @@ export async function buildTemplate(home: string, image: BootImage, opts: { memo
       name: `template-${key}`, memoryMiB, cpus, accel, kernel: image.kernel, initrd: image.initrd, append: cmdline,
       rootfs: image.rootfs, disk: files.disk, qmpSocket: files.qmp, eventsSocket: files.events, identitySocket: files.identity,
       consoleLog: files.console, pidFile: files.pid, brokerPort: 9, forwards: [], machine: MACHINE_VERSION,
+      ramFile: { path: files.ram, share: true },
     }));
     if (r.code !== 0) throw hypervisorFailed("qemu", "boot the template", r.stderr.trim());
     pid = Number.parseInt(readFileSync(files.pid, "utf8"), 10);
@@ -134,7 +142,8 @@ export async function buildTemplate(home: string, image: BootImage, opts: { memo
     const qmp = await QmpClient.connect(files.qmp);
     try {
       await qmp.execute("stop");
-      await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+      // x-ignore-shared: the RAM is already in ram.bin (shared mapping); the stream gets the devices.
+      await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }, { capability: "x-ignore-shared", state: true }] });
       const done = qmp.waitEvent("MIGRATION", 120_000, (e) => ["completed", "failed", "cancelled"].includes(String(e.data?.status)));
       await qmp.execute("migrate", { uri: `exec:cat > '${files.state.replaceAll("'", "'\\''")}'` });
       const e = await done;
@@ -149,7 +158,7 @@ export async function buildTemplate(home: string, image: BootImage, opts: { memo
     const template: Template = {
       dir: finalDir, imageId: image.id, memoryMiB, cpus, accel, cmdline,
       disk: join(finalDir, "disk.qcow2"), state: join(finalDir, "state.bin"), stateBytes: statSync(files.state).size,
-      createdAt: Date.now(), bootMs, machine: MACHINE_VERSION,
+      createdAt: Date.now(), bootMs, machine: MACHINE_VERSION, ram: join(finalDir, "ram.bin"),
     };
     writeAtomic(join(staging, "template.json"), `${JSON.stringify(template, null, 2)}\n`);
     for (const f of [files.pid, files.qmp, files.events, files.identity]) rmSync(f, { force: true });
