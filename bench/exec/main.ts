@@ -15,7 +15,8 @@
  * trip is measured on the embedded broker interleaved with this build's, 10 rounds each in turn,
  * so a busy machine affects both alike); BENCH_EXEC_BASELINE_SRC (path to another checkout's
  * agent/src/agent.ts: the fan-out is then run twice per build, alternating, this build first);
- * BENCH_EXEC_PROF_DIR (the fan-out's host processes write V8 CPU profiles there).
+ * BENCH_EXEC_PROF_DIR (the fan-out's host processes write V8 CPU profiles there),
+ * BENCH_EXEC_PER_HOST (agents per host process, default 250).
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
@@ -32,7 +33,7 @@ import { freePort } from "../../test/harness/ports";
 
 const N = Number(process.env.BENCH_EXEC_N ?? 200);
 const FANOUT = Number(process.env.BENCH_EXEC_FANOUT ?? 1000);
-const PER_HOST = 250;
+const PER_HOST = Number(process.env.BENCH_EXEC_PER_HOST ?? 250);
 const skip = new Set((process.env.BENCH_EXEC_SKIP ?? "").split(",").filter(Boolean));
 
 const groups: ChildProcess[] = [];
