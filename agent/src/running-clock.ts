@@ -14,7 +14,7 @@ import { performance } from "node:perf_hooks";
 
 export const RUNNING_TICK_MS = 250;
 /** A gap longer than this between ticks is a freeze: only this much of it is counted. */
-export const MAX_TICK_CREDIT_MS = 1_000;
+export const MAX_TICK_CREDIT_MS = 500;
 
 export class RunningTimeout {
   private counted = 0;

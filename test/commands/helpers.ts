@@ -112,12 +112,14 @@ export class ControllerProcess {
     return this.waitEvent((e) => e.event === "finished" && e.record.id === id, timeoutMs, `cmd.finished for ${id}`).then((e) => (e as { record: CommandRecord }).record);
   }
 
-  output(id: string, text: string, timeoutMs: number): Promise<void> {
-    return this.waitEvent(
-      (e) => e.event === "output" && e.output.id === id && Buffer.from(e.output.data, "base64").toString().includes(text),
+  /** Resolves when the command's streamed output contains `text`; rejects if it finishes first. */
+  async output(id: string, text: string, timeoutMs: number): Promise<void> {
+    const e = await this.waitEvent(
+      (e) => (e.event === "output" && e.output.id === id && Buffer.from(e.output.data, "base64").toString().includes(text)) || (e.event === "finished" && e.record.id === id),
       timeoutMs,
       `output '${text}' of ${id}`,
-    ).then(() => undefined);
+    );
+    if (e.event === "finished") throw new Error(`${id} finished before printing '${text}': ${JSON.stringify(e.record.targets)}`);
   }
 
   /** kill -9 of the whole process group; resolves when it is gone. */

@@ -176,7 +176,7 @@ export class CommandRun {
 
   /**
    * The target's VM was paused (true) or resumed (false): its deadline stops and later goes on
-   * with the time it had left.
+   * with the time it had left, at least `resultGraceMs`.
    */
   setPaused(agentId: string, paused: boolean): void {
     const t = this.targets.get(agentId);
@@ -189,6 +189,8 @@ export class CommandRun {
       t.timer = undefined;
       d.left = Math.max(0, d.at - this.ctx.now());
     } else {
+      // After a long pause the agent's broker link is usually dead: give it a full grace to reconnect and answer.
+      d.left = Math.max(d.left, this.ctx.timings.resultGraceMs);
       d.at = this.ctx.now() + d.left;
       t.timer = setTimeout(d.fire, d.left);
     }
