@@ -10,7 +10,18 @@ import { TransferError } from "./errors";
 
 export interface Frame {
   type: number;
+  /** The payload; for a frame with `data`, only its first {@link DATA_HEADER_BYTES} bytes. */
   payload: Buffer;
+  /**
+   * A large DATA frame from a socket: the bytes after the DATA header, as the socket delivered
+   * them (not copied into one buffer). Each piece owns its whole ArrayBuffer.
+   */
+  data?: Buffer[];
+}
+
+/** Bytes a frame holds (type byte included). */
+export function frameBytes(frame: Frame): number {
+  return 1 + frame.payload.length + (frame.data?.reduce((n, b) => n + b.length, 0) ?? 0);
 }
 
 export interface FrameChannel {
@@ -84,7 +95,7 @@ export abstract class QueuedChannel implements FrameChannel {
       return;
     }
     this.queue.push(frame);
-    this.queuedBytes += frame.payload.length + 1;
+    this.queuedBytes += frameBytes(frame);
   }
 
   /** Ends the stream with `reason`; frames already queued are still read unless `drop`. */
@@ -106,7 +117,7 @@ export abstract class QueuedChannel implements FrameChannel {
   next(timeoutMs = DEFAULT_IDLE_TIMEOUT_MS): Promise<Frame> {
     const frame = this.queue.shift();
     if (frame) {
-      this.queuedBytes -= frame.payload.length + 1;
+      this.queuedBytes -= frameBytes(frame);
       this.onDrained();
       return Promise.resolve(frame);
     }
@@ -144,6 +155,9 @@ export class SocketFrameChannel extends QueuedChannel {
   /** Frame bodies at least this large come from (and go back to) `bodies`. */
   private static readonly RECYCLE_MIN = 64 * 1024;
   private bodies: BufferRecycler | undefined;
+  /** The DATA frame being gathered without copying, and how many of its bytes are still to come. */
+  private pieces: Buffer[] | undefined;
+  private piecesLeft = 0;
 
   constructor(private readonly socket: Socket) {
     super();
@@ -157,6 +171,10 @@ export class SocketFrameChannel extends QueuedChannel {
   private parse(chunk: Buffer): void {
     let at = 0;
     while (at < chunk.length && !this.destroyed) {
+      if (this.pieces) {
+        at = this.parseData(chunk, at);
+        continue;
+      }
       if (!this.body) {
         const n = Math.min(5 - this.headerFill, chunk.length - at);
         chunk.copy(this.header, this.headerFill, at, at + n);
@@ -171,6 +189,13 @@ export class SocketFrameChannel extends QueuedChannel {
         this.bodyType = this.header[4]!;
         this.headerFill = 0;
         this.bodyFill = 0;
+        if (this.bodyType === FrameType.DATA && length - 1 >= SocketFrameChannel.RECYCLE_MIN + DATA_HEADER_BYTES) {
+          // Large DATA: keep the socket's buffers as they are (no copy); only the header is gathered.
+          this.body = Buffer.allocUnsafe(DATA_HEADER_BYTES);
+          this.pieces = [];
+          this.piecesLeft = length - 1 - DATA_HEADER_BYTES;
+          continue;
+        }
         this.body = this.bodies && length - 1 >= SocketFrameChannel.RECYCLE_MIN ? this.bodies.take(length - 1) : Buffer.allocUnsafe(length - 1);
       }
       const body = this.body;
@@ -184,6 +209,34 @@ export class SocketFrameChannel extends QueuedChannel {
         if (this.queuedBytes > SocketFrameChannel.HIGH_WATER) this.socket.pause();
       }
     }
+  }
+
+  /** One step of a large DATA frame: header bytes are copied, data bytes kept as socket buffers. */
+  private parseData(chunk: Buffer, at: number): number {
+    const header = this.body!;
+    if (this.bodyFill < header.length) {
+      const n = Math.min(header.length - this.bodyFill, chunk.length - at);
+      chunk.copy(header, this.bodyFill, at, at + n);
+      this.bodyFill += n;
+      return at + n;
+    }
+    const n = Math.min(this.piecesLeft, chunk.length - at);
+    const whole = at === 0 && n === chunk.length && chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length;
+    if (whole) this.pieces!.push(chunk);
+    else {
+      const piece = Buffer.allocUnsafeSlow(n);
+      chunk.copy(piece, 0, at, at + n);
+      this.pieces!.push(piece);
+    }
+    this.piecesLeft -= n;
+    if (this.piecesLeft === 0) {
+      const data = this.pieces!;
+      this.body = undefined;
+      this.pieces = undefined;
+      this.deliver({ type: FrameType.DATA, payload: header, data });
+      if (this.queuedBytes > SocketFrameChannel.HIGH_WATER) this.socket.pause();
+    }
+    return at + n;
   }
 
   protected onDrained(): void {

@@ -4,6 +4,7 @@
  * back by transfer (no copy). The worker's source is inline, so the esbuild bundles (dist/vmc.mjs,
  * the self-contained dist/agent.mjs) need no second file.
  */
+import { createHash } from "node:crypto";
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { isZero, sha256, zeroDigest } from "./digest";
@@ -18,6 +19,12 @@ const { parentPort } = require("node:worker_threads");
 const { createHash } = require("node:crypto");
 let zeros = Buffer.alloc(0);
 parentPort.on("message", (m) => {
+  if (m.buffers) {
+    const hash = createHash("sha256");
+    for (const b of m.buffers) hash.update(new Uint8Array(b));
+    parentPort.postMessage({ id: m.id, buffers: m.buffers, digest: hash.digest(), zero: false }, m.buffers);
+    return;
+  }
   const bytes = Buffer.from(m.buffer, m.offset, m.length);
   let zero = false;
   if (m.checkZero) {
@@ -37,11 +44,23 @@ export interface ChunkHash {
   zero: boolean;
 }
 
+export interface PiecesHash {
+  /** The pieces (new views: the memory came back from the worker). */
+  pieces: Buffer[];
+  digest: Buffer;
+}
+
+interface Reply {
+  id: number;
+  buffer?: ArrayBuffer;
+  buffers?: ArrayBuffer[];
+  digest: Uint8Array | null;
+  zero: boolean;
+}
+
 interface Job {
-  resolve: (h: ChunkHash) => void;
+  settle: (m: Reply) => void;
   reject: (e: Error) => void;
-  offset: number;
-  length: number;
 }
 
 interface PoolWorker {
@@ -69,9 +88,36 @@ export class HashPool {
     const w = this.pick();
     if (!w) return Promise.resolve(inPlace(bytes, checkZero));
     const id = nextId++;
+    const { byteOffset: offset, length } = bytes;
     return new Promise<ChunkHash>((resolve, reject) => {
-      w.jobs.set(id, { resolve, reject, offset: bytes.byteOffset, length: bytes.length });
-      w.worker.postMessage({ id, buffer: bytes.buffer, offset: bytes.byteOffset, length: bytes.length, checkZero }, [bytes.buffer as ArrayBuffer]);
+      const settle = (m: Reply) => {
+        const digest = m.digest ? Buffer.from(m.digest.buffer, m.digest.byteOffset, m.digest.byteLength) : zeroDigest(length);
+        resolve({ bytes: Buffer.from(m.buffer!, offset, length), digest, zero: m.zero });
+      };
+      w.jobs.set(id, { settle, reject });
+      w.worker.postMessage({ id, buffer: bytes.buffer, offset, length, checkZero }, [bytes.buffer as ArrayBuffer]);
+    });
+  }
+
+  /**
+   * SHA-256 over `pieces` in order. When every piece owns its whole ArrayBuffer they go to a
+   * worker (DETACHED meanwhile: use the returned pieces); otherwise they are hashed in place.
+   */
+  hashPieces(pieces: Buffer[]): Promise<PiecesHash> {
+    const total = pieces.reduce((n, b) => n + b.length, 0);
+    const owned = pieces.every((b) => b.byteOffset === 0 && b.buffer.byteLength === b.length && b.buffer instanceof ArrayBuffer);
+    const w = owned && total >= MIN_OFFLOAD_BYTES && !this.broken && this.size > 0 ? this.pick() : undefined;
+    if (!w) {
+      const hash = createHash("sha256");
+      for (const b of pieces) hash.update(b);
+      return Promise.resolve({ pieces, digest: hash.digest() });
+    }
+    const id = nextId++;
+    const buffers = pieces.map((b) => b.buffer as ArrayBuffer);
+    return new Promise<PiecesHash>((resolve, reject) => {
+      const settle = (m: Reply) => resolve({ pieces: m.buffers!.map((ab) => Buffer.from(ab)), digest: Buffer.from(m.digest!.buffer, m.digest!.byteOffset, m.digest!.byteLength) });
+      w.jobs.set(id, { settle, reject });
+      w.worker.postMessage({ id, buffers }, buffers);
     });
   }
 
@@ -102,13 +148,11 @@ export class HashPool {
     }
     worker.unref();
     const w: PoolWorker = { worker, jobs: new Map() };
-    worker.on("message", (m: { id: number; buffer: ArrayBuffer; digest: Uint8Array | null; zero: boolean }) => {
+    worker.on("message", (m: Reply) => {
       const job = w.jobs.get(m.id);
       if (!job) return;
       w.jobs.delete(m.id);
-      const bytes = Buffer.from(m.buffer, job.offset, job.length);
-      const digest = m.digest ? Buffer.from(m.digest.buffer, m.digest.byteOffset, m.digest.byteLength) : zeroDigest(job.length);
-      job.resolve({ bytes, digest, zero: m.zero });
+      job.settle(m);
       if (this.workers.every((x) => x.jobs.size === 0)) this.armIdle();
     });
     const fail = (e: Error) => {

@@ -245,7 +245,7 @@ export async function receiveTree(ch: FrameChannel, opts: ReceiveOptions): Promi
           const { index, offset, length, bytes, digest } = isData
             ? (() => {
                 const d = readDataHeader(frame.payload);
-                return { ...d, length: d.bytes.length };
+                return { ...d, length: frame.data ? frame.data.reduce((n, b) => n + b.length, 0) : d.bytes.length };
               })()
             : { ...readZeroPayload(frame.payload), bytes: undefined, digest: undefined };
           const size = f.entry.size ?? 0;
@@ -261,17 +261,31 @@ export async function receiveTree(ch: FrameChannel, opts: ReceiveOptions): Promi
           const index0 = f.entry.i;
           if (bytes && digest) {
             const expected = Buffer.from(digest); // the frame's memory goes to a hash thread
-            const hashed = ch.payloadsTransferable ? pool.hash(bytes) : Promise.resolve({ bytes, digest: sha256(bytes) });
-            hashed.catch(() => undefined);
-            f.write = f.write.then(async () => {
-              const h = await hashed;
-              if (!h.digest.equals(expected)) throw new TransferError("checksum", `'${printable(f.entry.path)}': chunk at offset ${offset} failed its SHA-256`);
-              f.digest.add(h.digest);
-              await f.fh.write(h.bytes, 0, length, offset);
-              ch.recycle(h.bytes);
-              f.written = end;
-              bytesReceived += length;
-            });
+            const fail = () => new TransferError("checksum", `'${printable(f.entry.path)}': chunk at offset ${offset} failed its SHA-256`);
+            if (frame.data) {
+              const hashed = pool.hashPieces(frame.data);
+              hashed.catch(() => undefined);
+              f.write = f.write.then(async () => {
+                const h = await hashed;
+                if (!h.digest.equals(expected)) throw fail();
+                f.digest.add(h.digest);
+                await writeAllAt(f.fh, h.pieces, offset);
+                f.written = end;
+                bytesReceived += length;
+              });
+            } else {
+              const hashed = ch.payloadsTransferable ? pool.hash(bytes) : Promise.resolve({ bytes, digest: sha256(bytes) });
+              hashed.catch(() => undefined);
+              f.write = f.write.then(async () => {
+                const h = await hashed;
+                if (!h.digest.equals(expected)) throw fail();
+                f.digest.add(h.digest);
+                await f.fh.write(h.bytes, 0, length, offset);
+                ch.recycle(h.bytes);
+                f.written = end;
+                bytesReceived += length;
+              });
+            }
           } else {
             f.write = f.write.then(() => {
               for (let c = 0; c < length; c += opts.chunkSize) f.digest.add(zeroDigest(Math.min(opts.chunkSize, length - c)));
@@ -328,5 +342,26 @@ export async function receiveTree(ch: FrameChannel, opts: ReceiveOptions): Promi
     throw e;
   } finally {
     opts.signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** Writes `pieces` back to back at `position` (writev may write less than asked). */
+async function writeAllAt(fh: FileHandle, pieces: Buffer[], position: number): Promise<void> {
+  let rest = pieces;
+  let at = position;
+  while (rest.length) {
+    const { bytesWritten } = await fh.writev(rest, at);
+    if (bytesWritten <= 0) throw new TransferError("io", "the file system accepted no bytes");
+    at += bytesWritten;
+    let skip = bytesWritten;
+    const left: Buffer[] = [];
+    for (const b of rest) {
+      if (skip >= b.length) skip -= b.length;
+      else {
+        left.push(skip ? b.subarray(skip) : b);
+        skip = 0;
+      }
+    }
+    rest = left;
   }
 }
