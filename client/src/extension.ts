@@ -37,7 +37,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.window.createTreeView("vmc.agents", { treeDataProvider: agents, showCollapseAll: true }),
     vscode.window.createTreeView("vmc.commands", { treeDataProvider: commands }),
     vscode.window.createTreeView("vmc.transfers", { treeDataProvider: transfers }),
-    vscode.workspace.registerTextDocumentContentProvider(OUTPUT_SCHEME, new CommandOutputProvider(controller)),
+    vscode.workspace.registerTextDocumentContentProvider(OUTPUT_SCHEME, new CommandOutputProvider(controller, log)),
     ...registerGuestFileSystem(controller),
     ...registerCommands(services),
     ...createStatusBar(controller),

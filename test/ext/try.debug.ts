@@ -18,7 +18,9 @@ const row = async (name: RegExp, timeout = 10_000) => {
   return r;
 };
 const wb = await startWorkbench({ name: "ext-try", vsix: join(process.cwd(), "dist/vm-controller.vsix"), env: { VMC_HOME: home }, settings: { "vmc.brokerUrl": broker.url }, viewport: { width: 1400, height: 900 } });
+const only = process.env.ONLY ? new RegExp(process.env.ONLY) : undefined;
 const step = async (name: string, f: () => Promise<unknown>) => {
+  if (only && !only.test(name)) return;
   const t = Date.now();
   try {
     const r = await f();

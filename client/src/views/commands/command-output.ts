@@ -22,7 +22,10 @@ export class CommandOutputProvider implements vscode.TextDocumentContentProvider
   private readonly timers = new Map<string, ReturnType<typeof setTimeout>>();
   private readonly disposables: vscode.Disposable[] = [];
 
-  constructor(private readonly controller: Controller) {
+  constructor(
+    private readonly controller: Controller,
+    private readonly log: vscode.LogOutputChannel,
+  ) {
     this.disposables.push(
       controller.onNotification(CmdOutputNotification.type, (e) => this.touch(e.id)),
       controller.onNotification(CmdFinishedNotification.type, (r) => {
@@ -41,6 +44,7 @@ export class CommandOutputProvider implements vscode.TextDocumentContentProvider
     this.open.add(id);
     try {
       const record = await this.controller.request(CmdGetRequest.type, { id }, token);
+      this.log.info(`output document ${id}: ${record.state}`);
       if (record.state === "running" && this.finished.has(id)) this.touch(id);
       return renderRecord(record);
     } catch (error) {
@@ -54,6 +58,7 @@ export class CommandOutputProvider implements vscode.TextDocumentContentProvider
       id,
       setTimeout(() => {
         this.timers.delete(id);
+        this.log.info(`output document ${id}: changed`);
         this.changed.fire(commandOutputUri(id));
       }, 300),
     );
