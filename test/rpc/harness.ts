@@ -42,6 +42,7 @@ export class RpcProcess {
   readonly notifications: RpcNotification[] = [];
   private readonly notificationWaiters = new Set<{ match: (n: RpcNotification) => boolean; resolve: (n: RpcNotification) => void }>();
   private buffer = Buffer.alloc(0);
+  private readonly stderrWaiters = new Set<() => void>();
   stderr = "";
   stderrLines = 0;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -63,6 +64,7 @@ export class RpcProcess {
       const s = c.toString();
       this.stderrLines += s.split("\n").length - 1;
       this.stderr = (this.stderr + s).slice(-200_000);
+      for (const w of [...this.stderrWaiters]) w();
     });
     this.exited = new Promise((resolve) => this.child.once("exit", (code, signal) => resolve({ code, signal })));
   }
@@ -183,6 +185,24 @@ export class RpcProcess {
         waiter?.(message);
       }
     }
+  }
+
+  /** Resolves when the endpoint's log matches `pattern`. */
+  waitStderr(pattern: RegExp, timeoutMs = 30_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (!pattern.test(this.stderr)) return;
+        clearTimeout(timer);
+        this.stderrWaiters.delete(check);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.stderrWaiters.delete(check);
+        reject(new Error(`log never matched ${pattern} within ${timeoutMs} ms:\n${this.stderr.slice(-3000)}`));
+      }, timeoutMs);
+      this.stderrWaiters.add(check);
+      check();
+    });
   }
 
   /** Resident set size of the endpoint process, KiB (Linux). */

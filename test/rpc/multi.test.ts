@@ -9,7 +9,9 @@ import { after, before, describe, it } from "node:test";
 import type { AgentInfo, CommandRecord, SnapshotInfo, VmInfo, VmStateChange } from "@vmc/protocol/rpc";
 import { ProcessDriver } from "@vmc/server/hypervisors/process/driver";
 import { startEmbeddedBroker, type EmbeddedBroker } from "../harness/embedded-broker";
-import { startEndpoint, tempDir, type RpcProcess } from "./harness";
+import { VmcErrorCodes } from "@vmc/protocol/errors";
+import { freePort } from "../harness/ports";
+import { errorOf, RpcProcess, startEndpoint, tempDir } from "./harness";
 
 const change = (name: string, match: (c: VmStateChange) => boolean) => (n: { method: string; params?: unknown }) =>
   n.method === "vm.stateChanged" && (n.params as VmStateChange).name === name && match(n.params as VmStateChange);
@@ -84,6 +86,27 @@ describe("several controllers on one home and broker", () => {
     assert.equal(Buffer.from(record.targets[0]!.stdout.data, "base64").toString(), "survived\n");
     assert.deepEqual(await a2.request<CommandRecord>("cmd.get", { id: run.id }), record, "read again: the same result");
     await a2.request("vm.delete", { name: "r1", force: true }, 30_000);
+  });
+
+  it("an endpoint started before its broker answers BrokerUnavailable, then serves once the broker is up", async () => {
+    const port = await freePort();
+    const url = `stomp://127.0.0.1:${port}`;
+    const e = new RpcProcess("rpc-ndjson", { home: home.path, broker: url });
+    endpoints.push(e);
+    const early = await e.call("vm.list", undefined, 60_000);
+    assert.equal(errorOf(early).code, VmcErrorCodes.BrokerUnavailable);
+    const late = await startEmbeddedBroker({ port });
+    try {
+      // it retries on its own (backoff up to 10 s) and says so when it is up
+      await e.waitStderr(/controller up after \d+ failed attempt/, 60_000);
+      const hs = await e.request<{ broker: string; brokerConnected: boolean }>("vmc.handshake");
+      assert.equal(hs.broker, url);
+      assert.equal(hs.brokerConnected, true);
+      assert.ok(Array.isArray(await e.request("vm.list")));
+    } finally {
+      await e.kill();
+      await late.stop();
+    }
   });
 
   it("broker.state: the endpoint reports the bus going down and coming back, and keeps serving", async () => {

@@ -31,8 +31,8 @@ export interface RpcConnection {
 }
 
 export interface EndpointOptions {
-  /** The table, once the controller is up (requests wait for it; a failure is answered). */
-  table: Promise<HandlerTable>;
+  /** The table, once the controller is up (requests wait for it; its error is the answer when it is down). */
+  table: () => Promise<HandlerTable>;
   log: (message: string) => void;
   /** Methods the connection answers itself (LSP's `initialize`, `shutdown`...): never dispatched here. */
   reserved?: readonly string[];
@@ -42,17 +42,12 @@ export class Endpoint {
   private shuttingDown = false;
   private closed = false;
   private readonly running = new Set<AbortController>();
-  private tableError: string | undefined;
   private inflight = 0;
 
   constructor(
     private readonly connection: RpcConnection,
     private readonly options: EndpointOptions,
   ) {
-    options.table.catch((err: unknown) => {
-      this.tableError = err instanceof Error ? err.message : String(err);
-      options.log(`the controller did not start: ${this.tableError}`);
-    });
     connection.onRequest(async (method, params, token) => {
       this.inflight++;
       try {
@@ -117,8 +112,12 @@ export class Endpoint {
       throw new ResponseError(VmcErrorCodes.ShuttingDown, `the server is shutting down: '${method.slice(0, 100)}' refused`);
     }
     if (this.options.reserved?.includes(method)) throw new ResponseError(RpcErrorCodes.InvalidRequest, `'${method}' is not accepted now`);
-    const table = await this.options.table.catch(() => undefined);
-    if (!table) throw new ResponseError(VmcErrorCodes.BrokerUnavailable, `the controller is not running: ${this.tableError ?? "unknown reason"}`);
+    let table: HandlerTable;
+    try {
+      table = await this.options.table();
+    } catch (err) {
+      throw toResponseError(err, method, false);
+    }
     const handler = table.get(method);
     if (!handler) throw new ResponseError(RpcErrorCodes.MethodNotFound, `unknown method '${method.slice(0, 100)}'`);
     const parsed = handler.params.safeParse(byName(raw));

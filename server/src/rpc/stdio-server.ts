@@ -10,7 +10,7 @@ import { VmcErrorCodes } from "@vmc/protocol/errors";
 import { Controller } from "../controller/controller";
 import { vmcHome } from "../config";
 import { Endpoint } from "./endpoint";
-import { handlerTable, type HandlerTable } from "./handlers";
+import { ControllerHolder } from "./controller-holder";
 import { stderrLog } from "./log";
 import { stdioTransport } from "./transport";
 import type { Framing } from "./frames";
@@ -31,21 +31,13 @@ export async function runStdioServer(options: StdioServerOptions): Promise<numbe
   console.log = console.info = console.debug = (...args: unknown[]) => log(args.map(String).join(" "));
   const { reader, writer } = stdioTransport(process.stdin, process.stdout, { framing: options.framing, log, maxMessageBytes: options.maxMessageBytes });
 
-  let resolveTable!: (t: HandlerTable) => void;
-  let rejectTable!: (e: unknown) => void;
-  const table = new Promise<HandlerTable>((res, rej) => {
-    resolveTable = res;
-    rejectTable = rej;
-  });
-  let controller: Controller | undefined;
+  let holder: ControllerHolder | undefined;
   let closing: Promise<void> | undefined;
   const closeController = (): Promise<void> => {
-    closing ??= (async () => {
-      const c = controller ?? (await table.then(() => controller).catch(() => undefined));
-      await c?.close().catch((e: unknown) => log(`close: ${String(e)}`));
-    })();
+    closing ??= (holder?.close() ?? Promise.resolve()).catch((e: unknown) => log(`close: ${String(e)}`));
     return closing;
   };
+  const table = () => holder!.table();
 
   let finish!: (code: number) => void;
   const finished = new Promise<number>((r) => (finish = r));
@@ -97,13 +89,8 @@ export async function runStdioServer(options: StdioServerOptions): Promise<numbe
   }
 
   function open(endpoint: Endpoint): void {
-    Controller.open({ home: vmcHome(), brokerUrl: options.brokerUrl, serverVersion: SERVER_VERSION, events: endpoint.events(), log }).then(
-      (c) => {
-        controller = c;
-        resolveTable(handlerTable(c));
-      },
-      (err: unknown) => rejectTable(err),
-    );
+    holder = new ControllerHolder(() => Controller.open({ home: vmcHome(), brokerUrl: options.brokerUrl, serverVersion: SERVER_VERSION, events: endpoint.events(), log }), log);
+    holder.start();
   }
 
   // Terminated by a supervisor (BOINC client, editor): close the controller so the command history is flushed.
