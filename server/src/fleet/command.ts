@@ -64,11 +64,11 @@ export interface RunTimings {
   resultGraceMs: number;
   /** After an online target goes offline, for a result already in flight (default 1500 ms). */
   offlineGraceMs: number;
-  /** After CMD_CANCEL, for the agent's confirmation (default 5000 ms). */
+  /** After CMD_CANCEL, for the agent's confirmation (default 15 000 ms: 5 s was too short for a TCG guest on a loaded host). */
   cancelGraceMs: number;
 }
 
-export const DEFAULT_TIMINGS: RunTimings = { awayGraceMs: 1000, resultGraceMs: 10_000, offlineGraceMs: 1500, cancelGraceMs: 5000 };
+export const DEFAULT_TIMINGS: RunTimings = { awayGraceMs: 1000, resultGraceMs: 10_000, offlineGraceMs: 1500, cancelGraceMs: 15_000 };
 
 /** What a run needs from the fleet around it. */
 export interface RunContext {
