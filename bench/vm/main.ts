@@ -11,6 +11,7 @@ import { buildTemplate } from "@vmc/server/hypervisors/qemu/template";
 import { chooseAccel } from "@vmc/server/hypervisors/qemu/accel";
 import { overlayArgs } from "@vmc/server/hypervisors/qemu/command";
 import { run } from "@vmc/server/hypervisors/qemu/exec";
+import { QmpClient } from "@vmc/server/hypervisors/qemu/qmp";
 import { loadOrCreateControllerKeys } from "@vmc/server/store/keys";
 import { startEmbeddedBroker } from "../../test/harness/embedded-broker";
 import { freePort } from "../../test/harness/ports";
@@ -69,7 +70,7 @@ try {
   add("cold boot to agent ready (512 MiB)", cold, "ms", 3000, `layout v1 (NIC ROM) ${(coldV1 / 1000).toFixed(2)} s`);
 
   // Pause / resume: the driver reuses its monitor connection between calls close together; the
-  // peer is the same call from a fresh driver (new QMP connection each time, as a one-shot CLI).
+  // peer is a new QMP connection per call with its round trips one after another (the path before).
   const pauses: number[] = [];
   const resumes: number[] = [];
   const freshPauses: number[] = [];
@@ -83,12 +84,20 @@ try {
     resumes.push(performance.now() - t);
   }
   await new Promise((r) => setTimeout(r, 600)); // the cached connection closes when idle
+  // The path before: a connection per call (connect, greeting, capabilities, query-status, command).
+  const oneShot = async (command: string) => {
+    const q = await QmpClient.connect(driver.files("clone0").qmp);
+    await q.execute("qmp_capabilities").catch(() => undefined);
+    await q.execute("query-status");
+    await q.execute(command);
+    q.close();
+  };
   for (let i = 0; i < 5; i++) {
     t = performance.now();
-    await new QemuDriver(home).pause("clone0");
+    await oneShot("stop");
     freshPauses.push(performance.now() - t);
     t = performance.now();
-    await new QemuDriver(home).resume("clone0");
+    await oneShot("cont");
     freshResumes.push(performance.now() - t);
   }
   add("pause", median(pauses), "ms", 5, `new connection each call ${median(freshPauses).toFixed(1)} ms`);

@@ -19,7 +19,7 @@ import { IdentityPort, identityMessage, tellGuest } from "./identity";
 import { QmpClient, QmpError, type QmpEvent } from "./qmp";
 import { findTemplate, type Template } from "./template";
 import { createOverlay } from "./overlay";
-import { ControlMonitors } from "./monitors";
+import { controlMonitors } from "./monitors";
 import { freeLoopbackPort } from "../ports";
 
 export const SNAPSHOT_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
@@ -112,7 +112,7 @@ export class QemuDriver implements Driver {
   };
   readonly store: VmStore;
   /** Control connections reused across calls that come close together (pause/resume, status). */
-  private readonly monitors = new ControlMonitors();
+  private readonly monitors = controlMonitors;
 
   constructor(readonly home: string) {
     this.store = new VmStore(home);
@@ -178,11 +178,11 @@ export class QemuDriver implements Driver {
       return reason ? { ...base, state: "stopped", reason } : { ...base, state: "stopped" };
     }
     try {
-      const s = await this.monitors.use(record.name, f.qmp, (qmp) => qmp.execute<{ status: string }>("query-status"));
+      const s = await this.monitors.use(f.qmp, (qmp) => qmp.execute<{ status: string }>("query-status"));
       const state = stateFromQmp(s.status);
       return { ...base, state, pid, ...(accel ? { accel } : {}), ...(state === "error" ? { reason: `QEMU status ${s.status}` } : {}) };
     } catch (err) {
-      this.monitors.drop(record.name);
+      this.monitors.drop(f.qmp);
       if (!pidAlive(pid)) return { ...base, state: "stopped", reason: "QEMU exited" };
       return { ...base, state: "error", pid, reason: `QMP: ${(err as Error).message}` };
     }
@@ -211,7 +211,7 @@ export class QemuDriver implements Driver {
       for (let attempt = 1; ; attempt++) {
         let status: VmStatus | undefined;
         try {
-          return await this.monitors.use(name, f.qmp, async (qmp) => {
+          return await this.monitors.use(f.qmp, async (qmp) => {
             const s = await qmp.execute<{ status: string }>("query-status");
             const accel = typeof record.driverData.accel === "string" ? record.driverData.accel : undefined;
             status = { name, driver: this.name, state: stateFromQmp(s.status), pid, ...(accel ? { accel } : {}) };
@@ -219,10 +219,10 @@ export class QemuDriver implements Driver {
           });
         } catch (err) {
           if (status !== undefined) {
-            if (err instanceof QmpError && err.errorClass === "Disconnected") this.monitors.drop(name);
+            if (err instanceof QmpError && err.errorClass === "Disconnected") this.monitors.drop(f.qmp);
             throw err;
           }
-          this.monitors.drop(name);
+          this.monitors.drop(f.qmp);
           if (attempt >= 2 || this.livePid(f) === undefined) return fn(undefined, record, await this.statusOf(record));
         }
       }
@@ -244,7 +244,7 @@ export class QemuDriver implements Driver {
     const image = record.image;
     if (!image) throw new VmcError(VmcErrorCodes.ImageMissing, `VM '${record.name}' has no guest image recorded`, { name: record.name });
     const f = this.files(record.name);
-    this.monitors.drop(record.name);
+    this.monitors.drop(f.qmp);
     for (const p of [f.pid, f.qmp, f.events, f.identity]) rmSync(p, { force: true });
     const template = !record.started && !loadvm && record.template ? this.templateOf(record) : undefined;
     const accel: Accel = template ? template.accel : (await chooseAccel(this.home)).accel;
@@ -310,7 +310,7 @@ export class QemuDriver implements Driver {
     const port = IdentityPort.open(f.identity);
     port.catch(() => undefined);
     try {
-      await this.monitors.use(record.name, f.qmp, async (qmp) => {
+      await this.monitors.use(f.qmp, async (qmp) => {
         const ignoreShared = { capability: "x-ignore-shared", state: ramMapped };
         await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }, ignoreShared] });
         const done = qmp.waitEvent("MIGRATION", 60_000, (e) => ["completed", "failed", "cancelled"].includes(String(e.data?.status)));
@@ -365,7 +365,7 @@ export class QemuDriver implements Driver {
   private async terminate(record: VmRecord, pid: number | undefined, options: StopOptions): Promise<void> {
     const f = this.files(record.name);
     const timeoutMs = options.timeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
-    this.monitors.drop(record.name);
+    this.monitors.drop(f.qmp);
     let qmp: QmpClient | undefined;
     try {
       qmp = await QmpClient.connect(f.qmp, 2000);

@@ -1,5 +1,6 @@
 /**
- * Control-monitor connections kept open between driver calls. A QMP connection costs a greeting
+ * Control-monitor connections kept open between driver calls, one per monitor socket path and
+ * shared by every driver instance of the process. A QMP connection costs a greeting
  * and a capabilities round trip, several times a pause or resume itself; so a connection is
  * reused while calls come close together. QEMU serves one client per monitor socket, so a cached
  * connection is closed when idle for `idleMs` and never kept past `maxAgeMs`: another process
@@ -23,8 +24,9 @@ export class ControlMonitors {
     private readonly maxAgeMs = 2000,
   ) {}
 
-  /** Runs `fn` with the VM's control connection (opened, or reused while still fresh and open). */
-  async use<T>(name: string, path: string, fn: (qmp: QmpClient) => Promise<T>, timeoutMs?: number): Promise<T> {
+  /** Runs `fn` with the monitor's connection (opened, or reused while still fresh and open). */
+  async use<T>(path: string, fn: (qmp: QmpClient) => Promise<T>, timeoutMs?: number): Promise<T> {
+    const name = path;
     const entry = await this.acquire(name, path, timeoutMs);
     const qmp = await entry.client;
     qmp.ref();
@@ -35,7 +37,7 @@ export class ControlMonitors {
     }
   }
 
-  /** Closes the VM's cached connection (before QEMU is told to quit, or when it went away). */
+  /** Closes the cached connection to `path` (before QEMU is told to quit, or when it went away). */
   drop(name: string): void {
     const entry = this.entries.get(name);
     if (!entry) return;
@@ -84,3 +86,6 @@ export class ControlMonitors {
     entry.idle.unref();
   }
 }
+
+/** The process's control connections (every QemuDriver shares them). */
+export const controlMonitors = new ControlMonitors();
