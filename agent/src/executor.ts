@@ -348,6 +348,7 @@ export class RunningCommand {
     if (this.finished) return;
     this.finished = true;
     this.timeoutTimer?.clear();
+    this.stopTracking?.();
     this.settle(failedResult(this.agentId, this.cmd.cmdId, status, error, this.startedAt));
   }
 }
