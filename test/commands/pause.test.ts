@@ -39,18 +39,22 @@ describe("pause-aware timeouts (process driver)", { timeout: 120_000 }, () => {
     if (home) removeHome(home);
   });
 
-  it("timeout 3 s, sleep 5, paused 4 s mid-way: succeeds", async () => {
+  it("timeout 3 s, sleep 5, paused 4 s mid-way: succeeds", async (t) => {
     const sent = await c!.request<CommandRecord>("run", { target: "p1", argv: ["echo go; sleep 5; echo end"], shell: true, timeoutMs: 3000 });
     await c!.output(sent.id, "go", 20_000);
     const t0 = Date.now();
     await driver.pause("p1");
+    const pausedAt = Date.now();
     await c!.request("vmState", { name: "p1", state: "paused" });
     await sleep(4000); // the suspend being simulated, not a wait for an event
     await driver.resume("p1");
+    const resumedAt = Date.now();
     await c!.request("vmState", { name: "p1", state: "running" });
     const done = await c!.finished(sent.id, 30_000);
     const target = done.targets[0]!;
-    assert.equal(target.status, "succeeded", `${target.status}: ${target.reason ?? ""}`);
+    const timeline = `sent ${sent.submittedAt}, started ${target.startedAt}, go seen ${t0}, paused ${pausedAt}, resumed ${resumedAt}, agent wall ${target.resources?.wallMs} ms`;
+    t.diagnostic(timeline);
+    assert.equal(target.status, "succeeded", `${target.status}: ${target.reason ?? ""} (${timeline})`);
     assert.match(Buffer.from(target.stdout.data, "base64").toString(), /go\nend\n/);
     assert.ok(Date.now() - t0 >= 4000, "the command outlived its timeout in wall-clock time");
   });
