@@ -49,7 +49,7 @@ class Control {
     this.port = new Promise((resolve) => this.server.listen(0, "127.0.0.1", () => resolve((this.server.address() as { port: number }).port)));
   }
   /** The first event satisfying `match` (waiting for it up to `timeoutMs`). */
-  async next(match: (e: SimulationEvent) => boolean, timeoutMs = 120_000): Promise<SimulationEvent> {
+  async next(match: (e: SimulationEvent) => boolean, timeoutMs = 600_000): Promise<SimulationEvent> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const i = this.events.findIndex(match);

@@ -82,6 +82,11 @@ export interface Workbench {
   view(title: string): Promise<Locator>;
   /** The tree row whose accessible name (aria-label, else the label) matches, in the view titled `viewTitle`. */
   treeItem(viewTitle: string, label: string | RegExp, timeoutMs?: number): Promise<Locator>;
+  /**
+   * Waits for `row` in the view titled `viewTitle`, scrolling the view's list with the mouse
+   * wheel while it is not rendered (trees render only the rows in sight).
+   */
+  reveal(viewTitle: string, row: Locator, timeoutMs?: number): Promise<Locator>;
   /** Right-clicks `row` and picks `action` from the context menu. */
   contextMenu(row: Locator, action: string | RegExp): Promise<void>;
   /** Hovers `row` and clicks its inline action whose title matches. */
@@ -304,6 +309,25 @@ export async function startWorkbench(opts: WorkbenchOptions): Promise<Workbench>
         const row = wb.row(viewTitle, label);
         await row.waitFor({ state: "visible", timeout: timeoutMs });
         return row;
+      },
+      async reveal(viewTitle, row, timeoutMs = uiDeadlineMs) {
+        const list = (await wb.view(viewTitle)).locator(".monaco-list").first();
+        const deadline = Date.now() + timeoutMs;
+        for (let direction = 1, turns = 0; ; ) {
+          try {
+            await row.waitFor({ state: "visible", timeout: 500 });
+            await row.scrollIntoViewIfNeeded();
+            return row;
+          } catch (e) {
+            if (Date.now() > deadline) throw e;
+            const box = await list.boundingBox();
+            if (!box) continue;
+            await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+            await page.mouse.wheel(0, direction * 120);
+            // After a few turns one way, try the other (the row may be above).
+            if (++turns % 12 === 0) direction = -direction;
+          }
+        }
       },
       async contextMenu(row, action) {
         await row.click({ button: "right" });

@@ -68,7 +68,10 @@ describe("VS Code extension in a real workbench, on a real QEMU VM", { timeout: 
       folder,
       settings: { "vmc.home": home, "vmc.brokerUrl": broker.url, "vmc.uploadDirectory": "/tmp" },
       env: { VMC_HOME: home, VMC_BROKER: broker.url },
+      viewport: { width: 1400, height: 1100 },
     });
+    // The extension activated, started its controller and the controller reached the broker.
+    await wb.statusItem(/VMC: connected/, 180_000);
   });
 
   after(async () => {
@@ -83,16 +86,17 @@ describe("VS Code extension in a real workbench, on a real QEMU VM", { timeout: 
 
   let failedStep: string | undefined;
   /**
-   * Runs one UI step; on failure saves a screenshot named after it before rethrowing. The steps
-   * build on each other, so after a failure the later ones fail at once, naming the first.
+   * Runs one UI step; on failure saves a screenshot named after it before rethrowing. Every later
+   * step needs the VM listed and running, so when a `fatal` step fails the rest fail at once,
+   * naming it.
    */
-  async function step(name: string, body: (w: Workbench) => Promise<void>): Promise<void> {
+  async function step(name: string, body: (w: Workbench) => Promise<void>, fatal = false): Promise<void> {
     if (failedStep) throw new Error(`not run: the earlier step "${failedStep}" failed`);
     try {
       await body(wb!);
       await wb!.shot(name);
     } catch (e) {
-      failedStep = name;
+      if (fatal) failedStep = name;
       await wb?.shot(`${name}-FAILED`).catch(() => undefined);
       throw e;
     }
@@ -104,7 +108,7 @@ describe("VS Code extension in a real workbench, on a real QEMU VM", { timeout: 
       await w.openContainer("VM Controller");
       await w.view("Machines");
       await machine("stopped").waitFor({ state: "visible", timeout: 60_000 });
-    });
+    }, true);
   });
 
   it("starts the VM from the tree and its agent comes online", async (t) => {
@@ -114,7 +118,7 @@ describe("VS Code extension in a real workbench, on a real QEMU VM", { timeout: 
       await machine("running").waitFor({ state: "visible", timeout: bootDeadlineMs });
       await controller!.waitHello(VM, bootDeadlineMs);
       assert.equal(cliState(home, broker!.url), "running");
-    });
+    }, true);
   });
 
   it("runs uname -a in a terminal and shows its output and exit code", async (t) => {
@@ -137,7 +141,7 @@ describe("VS Code extension in a real workbench, on a real QEMU VM", { timeout: 
       await w.row("Commands", /, running$/).waitFor({ state: "visible", timeout: 60_000 });
       assert.match(await controller!.sh(VM, "ps -o args | grep '^sleep 100' || true", 30_000), /sleep 100/, "the sleep runs in the guest");
       await w.page.keyboard.press("Control+c");
-      await w.waitTerminal(/\[cancelled\]/, 30_000);
+      await w.waitTerminal(/\[cancelled\b[^\]]*\]\s*\n.*vm1\$/, 30_000);
       assert.ok(Date.now() - started < 90_000, "cancelled long before the sleep would have ended");
       assert.equal((await controller!.sh(VM, "ps -o args | grep '^sleep 100' || true", 30_000)).trim(), "", "no sleep left in the guest");
     });
@@ -147,7 +151,8 @@ describe("VS Code extension in a real workbench, on a real QEMU VM", { timeout: 
     if (!requireComponent(t, "qemu, code-server and chromium", ready)) return;
     await step("dropped-file", async (w) => {
       await w.dragFromExplorer("drop-me.txt", "VM Controller", machine("running"));
-      await w.row("Transfers", /^Transfer .*drop-me\.txt.*, 100%$/).waitFor({ state: "visible", timeout: 60_000 });
+      await w.view("Transfers");
+      await w.row("Transfers", new RegExp(`^Transfer Upload drop-me\\.txt to ${VM}:/tmp, done$`)).waitFor({ state: "visible", timeout: 60_000 });
       assert.equal(await controller!.sh(VM, "cat /tmp/drop-me.txt"), dropped);
     });
   });
@@ -159,10 +164,10 @@ describe("VS Code extension in a real workbench, on a real QEMU VM", { timeout: 
       await controller!.sh(VM, "mkdir -p /tmp/ui && printf 'first line\\n' > /tmp/ui/edit-me.txt");
       await w.treeItem("Machines", new RegExp(`^Machine ${VM}`));
       await expand(w, machine("running"));
-      await expand(w, w.row("Machines", /^Files/));
-      await expand(w, w.row("Machines", /^Folder \/tmp$/));
-      await expand(w, w.row("Machines", /^Folder \/tmp\/ui$/));
-      await w.row("Machines", /^File \/tmp\/ui\/edit-me\.txt$/).click();
+      await expand(w, await w.reveal("Machines", w.row("Machines", /^Files/)));
+      await expand(w, await w.reveal("Machines", w.row("Machines", /^Folder \/tmp$/)));
+      await expand(w, await w.reveal("Machines", w.row("Machines", /^Folder \/tmp\/ui$/)));
+      await (await w.reveal("Machines", w.row("Machines", /^File \/tmp\/ui\/edit-me\.txt$/))).click();
       const editor = w.page.locator(".editor-instance .monaco-editor").first();
       await w.page.locator(".tabs-container .tab", { hasText: "edit-me.txt" }).waitFor({ state: "visible" });
       await editor.locator(".view-lines", { hasText: "first line" }).waitFor({ state: "visible" });
@@ -201,8 +206,8 @@ describe("VS Code extension in a real workbench, on a real QEMU VM", { timeout: 
     await step("snapshot-listed", async (w) => {
       await w.contextMenu(machine("running"), "Take Snapshot…");
       await w.quickInput("ui-snap");
-      await expand(w, w.row("Machines", /^Snapshots/));
-      await w.row("Machines", new RegExp(`^Snapshot ui-snap of ${VM}$`)).waitFor({ state: "visible", timeout: 120_000 });
+      await expand(w, await w.reveal("Machines", w.row("Machines", /^Snapshots/)));
+      await w.reveal("Machines", w.row("Machines", new RegExp(`^Snapshot ui-snap of ${VM}$`)), 120_000);
       assert.match(vmc(home, broker!.url, ["vm", "snapshots", VM]), /ui-snap/);
     });
   });
