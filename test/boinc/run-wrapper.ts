@@ -10,7 +10,6 @@ import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 export const wrapperScript = join(root, "examples", "boinc-wrapper", "boinc_wrapper.py");
-export const exampleInput = join(root, "examples", "boinc-wrapper", "input.txt");
 export const python = "/usr/bin/python3";
 
 export interface WrapperRun {
