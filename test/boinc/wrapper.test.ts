@@ -55,7 +55,7 @@ describe("BOINC wrapper example on a QEMU VM", { timeout: 600_000 }, () => {
     const input = join(slot, "input.txt");
     writeFileSync(input, Array.from({ length: 12 }, (_, i) => `${i * 1000 + 1} ${(i + 1) * 1000}\n`).join(""));
     const run = startWrapper(
-      ["--slot", slot, "--image", image.dir, "--vm-name", "boinc-whole", "--input", input, "--checkpoint-interval", "6", "--suspend-at", "0.3", "--suspend-for", "3", "--trace", tracePath],
+      ["--slot", slot, "--image", image.dir, "--vm-name", "boinc-whole", "--input", input, "--checkpoint-interval", "1", "--suspend-at", "0.3", "--suspend-for", "3", "--trace", tracePath],
       env,
     );
     t.after(() => run.kill());
@@ -136,7 +136,7 @@ describe("BOINC wrapper example on a QEMU VM", { timeout: 600_000 }, () => {
     writeFileSync(input, `${ranges.join("\n")}\n`);
     const common = ["--slot", slot, "--image", image.dir, "--vm-name", "boinc-restart", "--input", input];
 
-    const first = startWrapper([...common, "--checkpoint-interval", "3", "--trace", join(slot, "trace-1.ndjson")], env);
+    const first = startWrapper([...common, "--checkpoint-interval", "1", "--trace", join(slot, "trace-1.ndjson")], env);
     t.after(() => first.kill());
     // A checkpoint taken once some ranges are done, so a restart from scratch would show.
     await first.line(/checkpoint boinc-ckpt-\d+ completed .*fraction done 0\.(?!0000)\d+/, 240_000);
