@@ -45,7 +45,7 @@ test("each target gets its own signed CMD_RUN; every target ends in exactly one 
   assert.match(by["vm.c"]!.reason!, /went offline.*no heartbeat/);
   assert.equal(by["vm.d"]!.status, "unreachable");
   assert.match(by["vm.d"]!.reason!, /not known.*expired/);
-  assert.deepEqual(report.counts, { succeeded: 1, failed: 1, timedOut: 0, cancelled: 0, unreachable: 2 });
+  assert.deepEqual(report.counts, { succeeded: 1, failed: 1, timedOut: 0, cancelled: 0, unreachable: 2, rolledBack: 0 });
   assert.equal(report.ok, false);
 });
 
