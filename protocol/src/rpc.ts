@@ -25,18 +25,25 @@ const ProgressToken = z.union([z.string().max(256), z.number().int()]);
 
 // ───────────────────────────── handshake ─────────────────────────────
 
+/** What a driver can do; callers branch on this, never on the driver's name. */
+export interface DriverFeatures {
+  pause: boolean;
+  snapshots: boolean;
+  /** Snapshots include memory, so a restored VM continues exactly where it was. */
+  snapshotsWithMemory: boolean;
+  /** Can start new VMs from a saved, agent-ready template. */
+  templates: boolean;
+  /** `stop` asks the guest first (ACPI power button) before forcing. */
+  gracefulStop: boolean;
+  /** Whether the guest is isolated from the host like a VM ("vm") or not at all ("none"). */
+  isolation: "vm" | "none";
+}
+
 export interface DriverInfo {
   name: DriverName;
   /** The hypervisor is installed and usable here. */
   available: boolean;
-  features: {
-    pause: boolean;
-    snapshots: boolean;
-    snapshotsWithMemory: boolean;
-    templates: boolean;
-    gracefulStop: boolean;
-    isolation: "vm" | "none";
-  };
+  features: DriverFeatures;
 }
 
 /** What `vmc.handshake` returns. */

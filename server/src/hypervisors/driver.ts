@@ -73,19 +73,9 @@ export interface SnapshotInfo {
   vmStateBytes?: number;
 }
 
-/** What a driver can do; callers branch on this, never on the driver's name. */
-export interface DriverFeatures {
-  pause: boolean;
-  snapshots: boolean;
-  /** Snapshots include memory, so a restored VM continues exactly where it was. */
-  snapshotsWithMemory: boolean;
-  /** Can start new VMs from a saved, agent-ready template. */
-  templates: boolean;
-  /** `stop` asks the guest first (ACPI power button) before forcing. */
-  gracefulStop: boolean;
-  /** Whether the guest is isolated from the host like a VM ("vm") or not at all ("none"). */
-  isolation: "vm" | "none";
-}
+/** What a driver can do (declared with the API, which reports it in the handshake). */
+import type { DriverFeatures } from "@vmc/protocol/rpc";
+export type { DriverFeatures };
 
 export interface StopOptions {
   /** How long the guest gets to power off after the request before it is forced (default 10 s). */
