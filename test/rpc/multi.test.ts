@@ -2,7 +2,8 @@
  * Several controllers on one $VMC_HOME and broker (an editor window and a BOINC wrapper): each sees
  * the other's VM changes as notifications, concurrent operations on one VM do not corrupt it, and
  * a controller killed between `cmd.run` and `cmd.get` loses nothing: its successor reports the
- * command's result. The bus going away and back is reported as `broker.state`.
+ * command's result; results stay readable until the expiry policy removes them. The bus going
+ * away and back is reported as `broker.state`.
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
@@ -86,6 +87,46 @@ describe("several controllers on one home and broker", () => {
     assert.equal(Buffer.from(record.targets[0]!.stdout.data, "base64").toString(), "survived\n");
     assert.deepEqual(await a2.request<CommandRecord>("cmd.get", { id: run.id }), record, "read again: the same result");
     await a2.request("vm.delete", { name: "r1", force: true }, 30_000);
+  });
+
+  it("results are read as often as wanted and expire by policy, not by reading (VMC_COMMANDS_MAX_COUNT)", async () => {
+    const own = tempDir("vmc-rpc-expiry-");
+    const env = { VMC_COMMANDS_MAX_COUNT: "2" };
+    const first = new RpcProcess("rpc-ndjson", { home: own.path, broker: broker.url, env });
+    endpoints.push(first);
+    try {
+      await first.request("vmc.handshake");
+      await first.request("vm.create", { name: "x1", driver: "process" });
+      await first.request("vm.start", { name: "x1", waitForAgent: true }, 40_000);
+      const ids: string[] = [];
+      for (const word of ["one", "two", "three"]) {
+        const r = await first.request<CommandRecord>("cmd.run", { target: "x1", argv: ["echo", word], wait: true }, 30_000);
+        assert.equal(r.targets[0]!.status, "succeeded", JSON.stringify(r.targets[0]));
+        ids.push(r.id);
+      }
+      for (let i = 0; i < 3; i++) {
+        for (const [n, id] of ids.entries()) {
+          const got = await first.request<CommandRecord>("cmd.get", { id });
+          assert.equal(Buffer.from(got.targets[0]!.stdout.data, "base64").toString(), `${["one", "two", "three"][n]}\n`, "reading does not consume a result");
+        }
+      }
+      await first.request("shutdown");
+      await first.notify("exit");
+      assert.deepEqual(await first.exited, { code: 0, signal: null });
+
+      // A controller prunes the history when it opens it: the oldest beyond the count is gone.
+      const second = new RpcProcess("rpc-lsp", { home: own.path, broker: broker.url, env });
+      endpoints.push(second);
+      await second.request("vmc.handshake");
+      assert.equal(errorOf(await second.call("cmd.get", { id: ids[0] })).code, VmcErrorCodes.UnknownCommand, "expired by count");
+      for (const id of ids.slice(1)) assert.equal((await second.request<CommandRecord>("cmd.get", { id })).state, "finished");
+      assert.deepEqual((await second.request<Array<{ id: string }>>("cmd.list")).map((c) => c.id), [ids[2], ids[1]]);
+      await second.request("vm.delete", { name: "x1", force: true }, 30_000);
+    } finally {
+      const driver = new ProcessDriver(own.path);
+      for (const r of driver.store.list()) await driver.delete(r.name, { force: true }).catch(() => undefined);
+      own.remove();
+    }
   });
 
   it("an endpoint started before its broker answers BrokerUnavailable, then serves once the broker is up", async () => {
