@@ -244,7 +244,7 @@ class Agent implements AgentHandle {
     } catch (e) {
       this.log("error", `inbox message failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     }
-    // Every path acks (CMD_RUN acks earlier, once journalled); acking twice is harmless.
+    // Every path acks (CMD_RUN acks earlier, once journalled; a message settles only once).
     m.ack();
   }
 

@@ -43,6 +43,13 @@ forEachBroker("agent executes commands", (brokers) => {
     assert.equal(r.controller.stream(cmd.cmdId, "stdout").text, "out $HOME\n");
     assert.equal(r.controller.stream(cmd.cmdId, "stderr").text, "err\n");
     assert.ok(result.resources && result.resources.wallMs >= 0);
+    // Commands do not cost the agent its connection (a second ACK of a CMD_RUN used to make the
+    // broker close it after every command).
+    const second = r.controller.run(r.id, { argv: ["true"] });
+    await r.controller.send(r.id, second);
+    assert.equal((await r.controller.result(second.cmdId)).exitCode, 0);
+    assert.doesNotMatch(r.agent.stderr(), /broker ERROR|unknown delivery tag/);
+    assert.equal(r.agent.stderr().match(/connected to /g)?.length, 1, r.agent.stderr());
   });
 
   it("runs through /bin/sh only with shell:true, reports a signal, and fails to start a missing program", async (t) => {

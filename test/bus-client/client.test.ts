@@ -120,6 +120,40 @@ forEachBroker("bus client", (brokers) => {
     assert.deepEqual(seen.slice(0, 2), ["hello", "hello"]);
   });
 
+  it("settles a message once: a second ack or nack is not sent and the connection stays up", async (t) => {
+    const broker = brokers.need(t);
+    if (!broker) return;
+    const { log, lines } = recordingLog();
+    const bus = new BusClient({ brokerUrl: broker.url, name: "ack-once", log });
+    t.after(() => bus.close());
+    const states: BusState[] = [];
+    bus.onState((s) => states.push(s));
+    await bus.connect(10_000);
+    const queue = `/queue/vmc.test.${randomUUID()}`;
+    const seen: string[] = [];
+    const sub = bus.subscribe(
+      queue,
+      (m) => {
+        seen.push(m.body);
+        m.ack();
+        // A broker treats a repeated ACK of one delivery tag as a protocol error and drops the
+        // connection (both RabbitMQ and ours): the client must not send it.
+        m.ack();
+        m.nack();
+      },
+      { ack: "client-individual", prefetch: 1 },
+    );
+    await sub.ready;
+    for (const body of ["one", "two", "three"]) await bus.publish(queue, body, { receipt: true });
+    await eventually("all three delivered", () => (seen.length >= 3 ? true : undefined), 15_000);
+    // A receipted round trip after the last ack: an ERROR for it would have arrived first.
+    await bus.publish(queue, "four", { receipt: true });
+    await eventually("the fourth delivered", () => (seen.length >= 4 ? true : undefined), 15_000);
+    assert.deepEqual(seen, ["one", "two", "three", "four"], "each delivered once, none redelivered");
+    assert.deepEqual(states, ["connecting", "connected"], `no reconnect; log:\n${lines.join("\n")}`);
+    assert.ok(!lines.some((l) => /unknown delivery tag|ERROR/i.test(l)), lines.join("\n"));
+  });
+
   it("uses a caller-chosen subscription id and refuses a duplicate", async (t) => {
     const broker = brokers.need(t);
     if (!broker) return;

@@ -103,7 +103,7 @@ export interface BusMessage {
   /** Body decoded as UTF-8. */
   readonly body: string;
   readonly binaryBody: Uint8Array;
-  /** Acknowledge (client ack modes). A no-op when the connection it came on is gone (the broker redelivers). */
+  /** Acknowledge (client ack modes). Only the first ack or nack of a message counts; a no-op when the connection it came on is gone (the broker redelivers). */
   ack(): void;
   /** Negative acknowledgement (client ack modes); same caveat as `ack`. */
   nack(): void;
@@ -545,8 +545,12 @@ export class BusClient {
 
   private deliver(record: SubscriptionRecord, m: IMessage, generation: number): void {
     if (!this.subscriptions.has(record.id)) return;
+    // A message settles once: a second ACK of the same tag is a protocol error on RabbitMQ and on
+    // the embedded broker (ERROR "unknown delivery tag", connection closed), so later calls are no-ops.
+    let settled = false;
     const settle = (kind: "ack" | "nack") => {
-      if (generation !== this.generation || this.currentState !== "connected") return;
+      if (settled || generation !== this.generation || this.currentState !== "connected") return;
+      settled = true;
       try {
         if (kind === "ack") m.ack();
         else m.nack();
