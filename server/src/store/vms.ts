@@ -12,7 +12,7 @@
  * @packageDocumentation
  */
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -194,16 +194,7 @@ export class VmStore {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
       }
       const holder = Number.parseInt(safeRead(path), 10);
-      if (Number.isFinite(holder) && !pidAlive(holder)) {
-        // The holder died: move its lock aside (only one taker wins the rename) and retry.
-        try {
-          renameSync(path, `${path}.stale-${randomBytes(4).toString("hex")}`);
-        } catch {
-          // someone else took it over
-        }
-        for (const f of readdirSync(this.dir(name))) if (f.startsWith(`${LOCK}.stale-`)) rmSync(join(this.dir(name), f), { force: true });
-        continue;
-      }
+      if (Number.isFinite(holder) && !pidAlive(holder) && removeDeadLock(path, holder)) continue;
       if (Date.now() > deadline) throw new Error(`VM '${name}' is locked by process ${holder} (waited ${timeoutMs} ms)`);
       await sleep(delay);
       delay = Math.min(delay * 2, 50);
@@ -214,6 +205,36 @@ export class VmStore {
       rmSync(path, { force: true });
     }
   }
+}
+
+/**
+ * Removes the lock of `dead`, a holder that has died, unless another process is doing so right now
+ * (returns false then). Several processes may find the same dead lock at once; moving it aside
+ * blindly could move a live lock taken meanwhile by one of them. So a taker first creates the dead
+ * holder's takeover marker (O_EXCL: one taker at a time), then removes the lock only if it still
+ * names `dead`. Once removed, the lock never names `dead` again, so a later taker of the same
+ * marker finds another pid (or nothing) and removes nothing. The whole takeover is synchronous; a
+ * marker older than a few seconds was left by a taker that died inside it and is cleared.
+ */
+function removeDeadLock(path: string, dead: number): boolean {
+  const marker = `${path}.takeover-${dead}`;
+  try {
+    closeSync(openSync(marker, "wx"));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    try {
+      if (Date.now() - statSync(marker).mtimeMs > 5000) rmSync(marker, { force: true });
+    } catch {
+      // gone meanwhile
+    }
+    return false;
+  }
+  try {
+    if (Number.parseInt(safeRead(path), 10) === dead) rmSync(path, { force: true });
+  } finally {
+    rmSync(marker, { force: true });
+  }
+  return true;
 }
 
 function safeRead(path: string): string {
