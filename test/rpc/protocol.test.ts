@@ -208,6 +208,8 @@ describe("controller API on every endpoint", () => {
     await rpc.request("vm.snapshot.restore", { name: "c1", snapshot: "before" }, 60_000);
     const rolled = (await rpc.waitNotification((n) => n.method === "cmd.finished" && (n.params as CommandRecord).id === doomed.id, 30_000, "cmd.finished rolledBack")).params as CommandRecord;
     assert.equal(rolled.targets[0]!.status, "rolledBack", JSON.stringify(rolled.targets[0]));
+    assert.match(rolled.targets[0]!.reason ?? "", /^rolled back by restore of snapshot before of VM c1$/);
+    assert.equal((await rpc.request<CommandRecord>("cmd.get", { id: doomed.id })).targets[0]!.status, "rolledBack", "the history has it too");
     await rpc.request("vm.start", { name: "c1", waitForAgent: true }, 40_000);
 
     // interactive stdin
