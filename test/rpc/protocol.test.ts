@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { setTimeout as sleep } from "node:timers/promises";
 import { RpcErrorCodes, VmcErrorCodes } from "@vmc/protocol/errors";
 import type { AgentInfo, CommandRecord, FileTransferResult, Handshake, SnapshotInfo, VmInfo, VmStateChange } from "@vmc/protocol/rpc";
 import { ProcessDriver } from "@vmc/server/hypervisors/process/driver";
@@ -157,6 +158,30 @@ describe("controller API on every endpoint", () => {
       assert.equal(existsSync(join(home.path, "vms", vm)), false);
     });
   }
+
+  it("rpc-ndjson: a command's timeout counts only the time its VM ran (vm.pause for longer than timeout + the controller's 10 s result grace)", async (t) => {
+    const home = tempDir("vmc-rpc-pause-");
+    homes.push(home);
+    const rpc = await startEndpoint("rpc-ndjson", { home: home.path, broker: broker.url });
+    endpoints.push(rpc);
+    await rpc.request("vm.create", { name: "s1", driver: "process" });
+    await rpc.request("vm.start", { name: "s1", waitForAgent: true }, 40_000);
+    const sent = await rpc.request<CommandRecord>("cmd.run", { target: "s1", argv: ["sh", "-c", "echo go; sleep 1; echo end"], timeoutMs: 3000 });
+    await rpc.waitNotification((n) => n.method === "cmd.output" && (n.params as { id: string }).id === sent.id, 20_000, "the command's first output");
+    const pausedAt = Date.now();
+    assert.equal((await rpc.request<VmInfo>("vm.pause", { name: "s1" })).state, "paused");
+    await sleep(14_000); // the BOINC suspend being simulated, not a wait for an event
+    assert.equal((await rpc.request<VmInfo>("vm.resume", { name: "s1" })).state, "running");
+    const done = (await rpc.waitNotification((n) => n.method === "cmd.finished" && (n.params as CommandRecord).id === sent.id, 30_000, "cmd.finished")).params as CommandRecord;
+    t.diagnostic(`finished ${done.finishedAt! - pausedAt} ms after the pause: ${JSON.stringify({ ...done.targets[0], stdout: undefined })}`);
+    assert.equal(done.targets[0]!.status, "succeeded", `${done.targets[0]!.status}: ${done.targets[0]!.reason ?? ""}`);
+    assert.equal(Buffer.from(done.targets[0]!.stdout.data, "base64").toString(), "go\nend\n");
+    assert.ok(done.finishedAt! - sent.submittedAt > 14_000, "it outlived timeout + grace in wall-clock time");
+
+    const over = await rpc.request<CommandRecord>("cmd.run", { target: "s1", argv: ["sh", "-c", "sleep 5"], timeoutMs: 1000, wait: true }, 30_000);
+    assert.equal(over.targets[0]!.status, "timedOut", "without a pause the timeout holds");
+    await rpc.request("vm.delete", { name: "s1", force: true });
+  });
 
   for (const kind of ENDPOINTS) it(`${kind}: cmd.run / input / get / list / cancel, $/cancelRequest on cmd.run and file.put, fs.*`, async () => {
     const home = tempDir(`vmc-rpc-cmd-${kind}-`);
