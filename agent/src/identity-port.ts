@@ -9,7 +9,7 @@
  * The guest answers each with `{"type":"ACK"}` and sets its clock from `hostTimeMs`.
  * Written by the VM area (issue 4); the agent hooks it in its CLI.
  */
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { constants, existsSync, openSync, read, readFileSync, readdirSync, write } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 
@@ -55,12 +55,45 @@ type Line = { type?: unknown; agentId?: unknown; broker?: unknown; controllerKey
 let port: { path: string; fd: number } | undefined;
 const lineListeners = new Set<(line: Line) => void>();
 
-function setClock(hostTimeMs: unknown): void {
-  if (typeof hostTimeMs !== "number" || !Number.isFinite(hostTimeMs)) return;
-  if (Math.abs(Date.now() - hostTimeMs) < 1000) return;
-  // busybox date: -u -s "YYYY-MM-DD hh:mm:ss" (needs root, which the guest agent is).
-  const stamp = new Date(hostTimeMs).toISOString().slice(0, 19).replace("T", " ");
-  spawnSync("date", ["-u", "-s", stamp], { stdio: "ignore" });
+/**
+ * A shell started while a template waits for its identity (so before the template is saved): it
+ * reads one epoch second from its stdin and execs busybox `date`. A clone then sets its clock
+ * without forking Node, which under TCG right after a restore costs hundreds of milliseconds.
+ */
+let clockHelper: { child: ChildProcess; exited: Promise<void> } | undefined;
+
+function startClockHelper(): void {
+  if (clockHelper) return;
+  try {
+    const child = spawn("/bin/sh", ["-c", 'read -r t && exec date -u -s "@$t"'], { stdio: ["pipe", "ignore", "ignore"] });
+    const exited = new Promise<void>((resolve) => {
+      child.once("exit", () => resolve());
+      child.once("error", () => resolve());
+    });
+    child.stdin?.on("error", () => undefined);
+    clockHelper = { child, exited };
+  } catch {
+    // no shell: setClock spawns date itself
+  }
+}
+
+/** Sets the wall clock to `hostTimeMs` when it is off by a second or more (needs root, which the guest agent is). */
+async function setClock(hostTimeMs: unknown): Promise<void> {
+  const helper = clockHelper;
+  clockHelper = undefined;
+  if (typeof hostTimeMs !== "number" || !Number.isFinite(hostTimeMs) || Math.abs(Date.now() - hostTimeMs) < 1000) {
+    helper?.child.kill("SIGKILL");
+    return;
+  }
+  // Whole seconds, rounded down as before: the guest clock may lag the host by up to a second, never lead it.
+  const seconds = Math.floor(hostTimeMs / 1000);
+  if (helper?.child.stdin && helper.child.exitCode === null) {
+    helper.child.stdin.end(`${seconds}\n`);
+    await helper.exited;
+    return;
+  }
+  // busybox date: -u -s @SECONDS
+  spawnSync("date", ["-u", "-s", `@${seconds}`], { stdio: "ignore" });
 }
 
 /** Writes a line; the write waits (off the main thread) while no host end is connected. */
@@ -69,7 +102,7 @@ function send(line: object): void {
   write(port.fd, `${JSON.stringify(line)}\n`, () => undefined);
 }
 
-function handle(text: string): void {
+async function handle(text: string): Promise<void> {
   let line: Line;
   try {
     line = JSON.parse(text) as Line;
@@ -77,7 +110,7 @@ function handle(text: string): void {
     return;
   }
   if (line.type === "IDENTITY" || line.type === "RESTORED") {
-    setClock(line.hostTimeMs);
+    await setClock(line.hostTimeMs);
     send({ type: "ACK" });
   }
   for (const l of lineListeners) l(line);
@@ -101,7 +134,7 @@ async function readLines(fd: number): Promise<void> {
     buffer = (buffer + chunk.subarray(0, n).toString("utf8")).slice(-65536);
     let nl: number;
     while ((nl = buffer.indexOf("\n")) >= 0) {
-      handle(buffer.slice(0, nl));
+      await handle(buffer.slice(0, nl));
       buffer = buffer.slice(nl + 1);
     }
   }
@@ -135,6 +168,7 @@ export async function waitForIdentity(): Promise<GuestIdentity> {
       resolve({ agentId: line.agentId, broker: line.broker, controllerKey: line.controllerKey });
     };
     lineListeners.add(listener);
+    startClockHelper();
     send({ type: "WAITING" });
   });
 }

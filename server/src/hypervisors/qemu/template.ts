@@ -134,13 +134,17 @@ export async function buildTemplate(home: string, image: BootImage, opts: { memo
     }));
     if (r.code !== 0) throw hypervisorFailed("qemu", "boot the template", r.stderr.trim());
     pid = Number.parseInt(readFileSync(files.pid, "utf8"), 10);
+    // Kept connected while the state is saved: the saved guest then blocks in its read of the port
+    // (a closed host end reads as EOF, which the agent polls), so a clone reads its identity at once.
     const port = await IdentityPort.open(files.identity);
-    const waiting = await port.waitFor("WAITING", opts.timeoutMs ?? 120_000);
-    port.close();
-    if (!waiting) throw hypervisorFailed("qemu", "boot the template", `the guest agent did not ask for an identity (see ${files.console})`);
-    const bootMs = Date.now() - started;
-    const qmp = await QmpClient.connect(files.qmp);
+    let qmp: QmpClient | undefined;
+    let bootMs = 0;
     try {
+      if (!(await port.waitFor("WAITING", opts.timeoutMs ?? 120_000))) {
+        throw hypervisorFailed("qemu", "boot the template", `the guest agent did not ask for an identity (see ${files.console})`);
+      }
+      bootMs = Date.now() - started;
+      qmp = await QmpClient.connect(files.qmp);
       await qmp.execute("stop");
       // x-ignore-shared: the RAM is already in ram.bin (shared mapping); the stream gets the devices.
       await qmp.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }, { capability: "x-ignore-shared", state: true }] });
@@ -151,7 +155,8 @@ export async function buildTemplate(home: string, image: BootImage, opts: { memo
       await qmp.execute("quit").catch(() => undefined);
       await qmp.closed;
     } finally {
-      qmp.close();
+      qmp?.close();
+      port.close();
     }
     // A clone's disk is an overlay of this one: it must never change again.
     chmodSync(files.disk, 0o444);
