@@ -7,12 +7,13 @@
  * same instanceId, so it reads them and finishes those commands' records.
  *
  * - `id`: the slot's instanceId, random, written once;
- * - `lock`: created with O_EXCL by the holder, holding `<pid> <process start time>`; a lock whose
- *   holder is gone (or whose pid was reused by another process) is taken over.
+ * - `lock`: created whole by the holder (a hard link of a complete file, which fails when the lock
+ *   exists), holding `<pid> <process start time>`; a lock whose holder is gone (or whose pid was
+ *   reused by another process) is taken over, one taker at a time (see {@link removeStaleLock}).
  * @packageDocumentation
  */
 import { randomBytes } from "node:crypto";
-import { closeSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export interface ControllerLease {
@@ -124,33 +125,61 @@ function holderAlive(holder: LockHolder): boolean {
 }
 
 function tryLock(path: string): boolean {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(path, "wx");
-      writeSync(fd, `${process.pid} ${processStartTime(process.pid) ?? ""}\n`);
-      closeSync(fd);
-      return true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-    }
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (createLock(path)) return true;
     const holder = readLock(path);
-    if (holder && holderAlive(holder)) return false;
-    // Stale: move it aside under a unique name, so of two processes taking it over only one removes it.
-    const aside = `${path}.stale.${process.pid}.${randomBytes(4).toString("hex")}`;
-    try {
-      renameSync(path, aside);
-      const moved = readLock(aside);
-      if (moved && holder && (moved.pid !== holder.pid || moved.start !== holder.start)) {
-        // Someone else took it over between our read and our rename: give it back and lose.
-        renameSync(aside, path);
-        return false;
-      }
-      rmSync(aside, { force: true });
-    } catch {
-      // another process moved it first; retry the create
-    }
+    if (holder === undefined) continue; // released meanwhile
+    if (holderAlive(holder) || !removeStaleLock(path, holder)) return false;
   }
   return false;
+}
+
+/**
+ * Creates the lock with its content in one step (a hard link of a complete temporary file fails
+ * when the lock exists), so no reader ever sees an empty lock and takes it for a dead one.
+ */
+function createLock(path: string): boolean {
+  const tmp = `${path}.new.${process.pid}.${randomBytes(4).toString("hex")}`;
+  writeFileSync(tmp, `${process.pid} ${processStartTime(process.pid) ?? ""}\n`);
+  try {
+    linkSync(tmp, path);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    return false;
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
+
+/**
+ * Removes the lock of `stale`, a holder that is gone, unless another process is doing so right now
+ * (false then). Of several processes that found the same stale lock, one at a time creates its
+ * takeover marker (O_EXCL) and removes the lock only if it still names that holder: a lock taken
+ * meanwhile by a live process is never removed. (Moving the lock aside and giving it back when it
+ * turned out to be live could overwrite a third process's new lock.) The takeover is synchronous;
+ * a marker older than a few seconds was left by a taker that died inside it and is cleared.
+ */
+function removeStaleLock(path: string, stale: LockHolder): boolean {
+  const marker = `${path}.takeover.${stale.pid}.${stale.start}`;
+  try {
+    closeSync(openSync(marker, "wx"));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    try {
+      if (Date.now() - statSync(marker).mtimeMs > 5000) rmSync(marker, { force: true });
+    } catch {
+      // gone meanwhile
+    }
+    return false;
+  }
+  try {
+    const now = readLock(path);
+    if (now && now.pid === stale.pid && now.start === stale.start) rmSync(path, { force: true });
+  } finally {
+    rmSync(marker, { force: true });
+  }
+  return true;
 }
 
 /** Field 22 of /proc/<pid>/stat (start time in clock ticks), so a reused pid is not mistaken for the holder. */
