@@ -16,6 +16,6 @@ export const deleteSnapshot: VmcCommand = {
     }
     if (!snapshot) return;
     await s.controller.request(SnapshotDeleteRequest.type, { name, snapshot });
-    s.machines.fireMachine(name);
+    s.machines.fireSnapshots(name);
   },
 };

@@ -21,7 +21,7 @@ export const takeSnapshot: VmcCommand = {
     const info = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Taking snapshot ${snapshot} of ${name}` }, () =>
       s.controller.request(SnapshotTakeRequest.type, { name, snapshot }),
     );
-    s.machines.fireMachine(name);
+    s.machines.fireSnapshots(name);
     return info;
   },
 };

@@ -31,6 +31,12 @@ export class MachinesTree implements vscode.TreeDataProvider<MachineNode>, vscod
   readonly onDidChangeTreeData = this.changed.event;
   private readonly vms = new Map<string, VmInfo>();
   private readonly nodes = new Map<string, Extract<MachineNode, { kind: "machine" }>>();
+  /**
+   * A machine's child rows, kept as the same objects: a refresh of one of them (a snapshot taken)
+   * then redraws only that row's children instead of replacing the rows, which would drop an
+   * expansion the user began while they were being listed.
+   */
+  private readonly childRows = new Map<string, MachineNode[]>();
   private readonly agentOnline = new Map<string, boolean>();
   private readonly disposables: vscode.Disposable[] = [];
   private loaded = false;
@@ -48,6 +54,7 @@ export class MachinesTree implements vscode.TreeDataProvider<MachineNode>, vscod
         if (change.cause === "deleted") {
           this.vms.delete(change.name);
           this.nodes.delete(change.name);
+          this.childRows.delete(change.name);
           this.changed.fire();
           return;
         }
@@ -78,6 +85,7 @@ export class MachinesTree implements vscode.TreeDataProvider<MachineNode>, vscod
       this.vms.clear();
       for (const vm of list) this.vms.set(vm.name, vm);
       for (const name of [...this.nodes.keys()]) if (!this.vms.has(name)) this.nodes.delete(name);
+      for (const name of [...this.childRows.keys()]) if (!this.vms.has(name)) this.childRows.delete(name);
       this.loadError = undefined;
     } catch (error) {
       this.loadError = (error as Error).message;
@@ -95,6 +103,13 @@ export class MachinesTree implements vscode.TreeDataProvider<MachineNode>, vscod
       node.vm = vm;
       this.changed.fire(node);
     } else this.changed.fire();
+  }
+
+  /** Re-reads a machine's snapshots (after one was taken or deleted). */
+  fireSnapshots(name: string): void {
+    const row = this.childRows.get(name)?.find((n) => n.kind === "snapshots");
+    if (row) this.changed.fire(row);
+    else this.fireMachine(name);
   }
 
   /** Apply an answer of a lifecycle request at once (the notification follows anyway). */
@@ -187,12 +202,19 @@ export class MachinesTree implements vscode.TreeDataProvider<MachineNode>, vscod
     }
     try {
       switch (node.kind) {
-        case "machine":
-          return [
-            { kind: "machineAgent", vm: node.vm.name, agentId: node.vm.agentId },
-            { kind: "snapshots", vm: node.vm.name },
-            { kind: "files", vm: node.vm.name },
-          ];
+        case "machine": {
+          let rows = this.childRows.get(node.vm.name);
+          const agent = rows?.[0];
+          if (!rows || agent?.kind !== "machineAgent" || agent.agentId !== node.vm.agentId) {
+            rows = [
+              { kind: "machineAgent", vm: node.vm.name, agentId: node.vm.agentId },
+              { kind: "snapshots", vm: node.vm.name },
+              { kind: "files", vm: node.vm.name },
+            ];
+            this.childRows.set(node.vm.name, rows);
+          }
+          return rows;
+        }
         case "snapshots": {
           const snapshots = await this.controller.request(SnapshotListRequest.type, { name: node.vm });
           if (!snapshots.length) return [{ kind: "message", text: "No snapshots" }];
