@@ -153,7 +153,9 @@ async function main(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), "vmc-bench-ui-"));
   const simulation = join(dir, "simulated-controller.mjs");
   try {
-    await build({ entryPoints: [join(repoRoot, "bench/ui/simulated-controller.ts")], bundle: true, platform: "node", format: "esm", outfile: simulation, logLevel: "error" });
+    // vscode-jsonrpc is CommonJS and requires Node built-ins: an ESM bundle needs a real `require`.
+    const requireShim = "import { createRequire as __vmcCreateRequire } from 'node:module'; const require = __vmcCreateRequire(import.meta.url);";
+    await build({ entryPoints: [join(repoRoot, "bench/ui/simulated-controller.ts")], bundle: true, platform: "node", format: "esm", outfile: simulation, logLevel: "error", banner: { js: requireShim } });
     const results: Figures[] = [];
     for (const n of sizes) results.push(await measure(n, simulation));
     const [small, large] = results as [Figures, Figures];
