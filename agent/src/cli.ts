@@ -2,45 +2,13 @@
  * `vmc agent ...` and `node agent.mjs ...`: resolve settings, start the agent, run until
  * SIGTERM/SIGINT, then say BYE and exit.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { generateControllerKeyPair } from "@vmc/protocol/signing";
 import { readControllerPublicKey } from "@vmc/server/store/keys";
 import { vmcHome } from "@vmc/server/config";
 import { startAgent } from "./agent";
 import { identityWaitRequested, onRestored, waitForIdentity } from "./identity-port";
 import { defaultPlugins } from "./plugins";
 import { AGENT_USAGE, resolveSettings } from "./settings";
-
-/**
- * Template boot only, before it waits for an identity (so before the template is saved): runs the
- * agent's start path once with a throw-away identity and an unreachable broker, then stops it.
- * A clone restored from the template then finds that code compiled and its inline caches warm in
- * the saved heap; under TCG every V8 runtime path first taken after the restore costs a fresh
- * translation, which made the clone's start several times slower than this one.
- */
-async function warmUp(argv: string[]): Promise<void> {
-  let stateDir: string | undefined;
-  try {
-    stateDir = mkdtempSync(join(tmpdir(), "vmc-warm-up-"));
-    const settings = resolveSettings([...argv, "--id", "vmc.warm-up", "--broker", "stomp://127.0.0.1:9", "--key", generateControllerKeyPair().publicKey, "--state-dir", stateDir]);
-    const agent = await startAgent({
-      id: settings.id,
-      brokerUrl: settings.brokerUrl,
-      labels: settings.labels,
-      controllerKey: settings.key!,
-      stateDir: settings.stateDir,
-      plugins: defaultPlugins({ inVm: true, dataListen: settings.dataListen, noTransfer: settings.noTransfer }),
-      log: () => undefined,
-    });
-    await agent.stop("warm-up");
-  } catch (e) {
-    console.error(`vmc agent: warm-up before the template is saved failed (clones start slower): ${e instanceof Error ? e.message : String(e)}`);
-  } finally {
-    if (stateDir) rmSync(stateDir, { recursive: true, force: true });
-  }
-}
+import { warmUp } from "./warm-up";
 
 export async function main(argv: string[]): Promise<number> {
   if (argv.includes("-h") || argv.includes("--help")) {
