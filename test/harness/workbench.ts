@@ -330,10 +330,23 @@ export async function startWorkbench(opts: WorkbenchOptions): Promise<Workbench>
         }
       },
       async contextMenu(row, action) {
-        await row.click({ button: "right" });
-        const item = page.locator(".context-view .monaco-menu .action-item:not(.disabled) .action-label").filter({ hasText: textMatcher(action) }).first();
-        await item.waitFor({ state: "visible" });
-        await item.click();
+        // On a busy machine a click can reach the menu before it takes input (the menu stays open,
+        // the action does not run): the menu closing is the sign the action ran; else try again.
+        const menu = page.locator(".context-view .monaco-menu");
+        for (let attempt = 1; ; attempt++) {
+          await row.click({ button: "right" });
+          const item = menu.locator(".action-item:not(.disabled) .action-label").filter({ hasText: textMatcher(action) }).first();
+          await item.waitFor({ state: "visible" });
+          await item.hover();
+          await item.click();
+          try {
+            await menu.waitFor({ state: "hidden", timeout: 5_000 });
+            return;
+          } catch (e) {
+            if (attempt >= 3) throw e;
+            await page.keyboard.press("Escape");
+          }
+        }
       },
       async inlineAction(row, title) {
         await row.hover();

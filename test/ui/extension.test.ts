@@ -100,6 +100,8 @@ describe("VS Code extension in a real workbench, on a real QEMU VM", { timeout: 
     } catch (e) {
       if (fatal) failedStep = name;
       await wb?.shot(`${name}-FAILED`).catch(() => undefined);
+      // A menu or input left open by the failure would block every later step.
+      await wb?.page.keyboard.press("Escape").catch(() => undefined);
       throw e;
     }
   }
