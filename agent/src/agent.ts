@@ -22,6 +22,7 @@ import { BusClient, type BusLogger, type BusMessage, type BusSubscription } from
 import { failedResult, RunningCommand } from "./executor";
 import { CmdJournal } from "./journal";
 import { OutputWindow } from "./output-window";
+import { WrapperPool } from "./wrapper-pool";
 import type { AgentPlugin, AgentPluginInstance } from "./plugin";
 import { AGENT_VERSION } from "./version";
 
@@ -68,6 +69,8 @@ export interface AgentHandle {
   readonly bus: BusClient;
   /** Commands running now. */
   running(): number;
+  /** Resolves once the next command's wrapper is spawned ahead (after the first HELLO; see wrapper-pool.ts). */
+  warm(): Promise<void>;
   /** Drop the broker connection and reconnect at once. */
   reconnectNow(reason: string): void;
   /**
@@ -106,6 +109,7 @@ class Agent implements AgentHandle {
   private readonly key: KeyObject;
   private readonly journal: CmdJournal;
   private readonly commands = new Map<string, RunningCommand>();
+  private readonly wrappers = new WrapperPool();
   private readonly delivering = new Map<string, Promise<void>>();
   private readonly subscriptions: BusSubscription[] = [];
   private plugins: AgentPluginInstance[] = [];
@@ -177,6 +181,10 @@ class Agent implements AgentHandle {
     return this.commands.size;
   }
 
+  warm(): Promise<void> {
+    return this.wrappers.filled;
+  }
+
   reconnectNow(reason: string): void {
     this.bus.reconnectNow(reason);
   }
@@ -194,6 +202,7 @@ class Agent implements AgentHandle {
     for (const s of this.subscriptions) s.unsubscribe();
     const finishing = [...this.commands.values()].map((c) => c.done);
     for (const c of this.commands.values()) c.cancel();
+    this.wrappers.close();
     await Promise.race([Promise.allSettled(finishing), delay(3_000)]);
     await Promise.race([Promise.allSettled(this.delivering.values()), delay(2_000)]);
     if (this.bus.connected) {
@@ -207,6 +216,8 @@ class Agent implements AgentHandle {
   private onConnected(): void {
     if (this.stopped) return;
     this.hello();
+    // After the HELLO: a machine just started announces itself first.
+    this.wrappers.replenish();
     for (const entry of this.journal.undelivered()) if (entry.result) void this.deliver(entry.replyTo, entry.result);
   }
 
@@ -299,7 +310,7 @@ class Agent implements AgentHandle {
       congested: () => this.bus.bufferedBytes > 4 * 1024 * 1024,
       drained: () => this.bus.drained(1024 * 1024),
       log: this.log,
-    });
+    }, this.wrappers);
     // Registered before the journal record lands, so CMD_INPUT / CMD_CANCEL arriving meanwhile find it.
     this.commands.set(cmd.cmdId, command);
     const durable = this.journal.accept(cmd.cmdId, cmd.replyTo, cmd.expiresAt);

@@ -3,7 +3,7 @@
  * streams stdout/stderr as CMD_OUTPUT with backpressure, enforces the timeout, obeys cancel,
  * and settles `done` with the CMD_RESULT.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { accessSync, constants, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -13,7 +13,8 @@ import type { BusLogger } from "@vmc/server/bus/client";
 import { trackPeakRss } from "./proc-sampler";
 import { RunningTimeout } from "./running-clock";
 import { TailBuffer } from "./tail-buffer";
-import { decodeShellStatus, parseWrapperReport, WRAPPER_SCRIPT } from "./wrapper";
+import { decodeShellStatus, parseWrapperReport, runOrder } from "./wrapper";
+import { commandInFlight, spawnSoon, spawnWrapper, type WrapperPool } from "./wrapper-pool";
 
 /** Output is sent once this much is pending for a stream... */
 const COALESCE_BYTES = 64 * 1024;
@@ -83,14 +84,19 @@ export class RunningCommand {
   private finished = false;
   /** The wrapper was told to start the command. */
   private released = false;
+  /** Ends this command's count in {@link commandInFlight}. */
+  private readonly over = commandInFlight();
 
   constructor(
     private readonly agentId: string,
     private readonly cmd: CmdRun,
     private readonly io: CommandIo,
+    /** The agent's wrapper spawned ahead of time, used when the command can be ordered to it. */
+    private readonly wrappers?: WrapperPool,
   ) {
     this.done = new Promise((resolve) => (this.settle = resolve));
     this.spawned = new Promise((resolve) => (this.markSpawned = resolve));
+    void this.done.then(() => this.ended());
     this.streams = (["stdout", "stderr"] as const).map((name) => ({
       name,
       offset: 0,
@@ -102,38 +108,46 @@ export class RunningCommand {
   }
 
   /**
-   * Spawns the command's wrapper at once; the command itself starts when `go` resolves (the
-   * agent passes the journal record's durability, so the fsync and the process start overlap
-   * and nothing runs before it is recorded). When `go` rejects, nothing runs: see {@link discard}.
-   * `onPid` is called with the wrapper's pid (= the process group).
+   * Gets the command's wrapper at once (the agent's waiting one, else a new spawn); the command
+   * itself starts when `go` resolves (the agent passes the journal record's durability, so the
+   * fsync and the process start overlap and nothing runs before it is recorded). When `go`
+   * rejects, nothing runs: see {@link discard}. `onPid` is called with the wrapper's pid (= the
+   * process group).
    */
   start(onPid?: (pid: number) => void, go: Promise<unknown> = Promise.resolve()): void {
+    const env: NodeJS.ProcessEnv = { ...process.env, ...this.cmd.env };
+    const problem = preflight(this.cmd, env);
+    if (problem) {
+      this.finishEarly("failedToStart", problem);
+      return this.markSpawned();
+    }
+    const argv = this.cmd.shell ? ["/bin/sh", "-c", ...this.cmd.argv] : this.cmd.argv;
+    const cwd = this.cmd.cwd === undefined ? undefined : resolve(this.cmd.cwd);
+    const order = runOrder(argv, this.cmd.env, cwd);
+    const waiting = order === undefined ? undefined : this.wrappers?.take();
+    if (waiting && order !== undefined) {
+      this.attach(waiting, order, go, onPid);
+      return this.markSpawned();
+    }
     spawnSoon(() => {
       try {
-        if (!this.finished) this.spawn(go, onPid);
+        if (this.finished) return;
+        if (this.endReason) return this.finishEarly(this.endReason, `${this.endReason === "cancelled" ? "cancelled" : "timed out"} before it started`);
+        let child: ChildProcess;
+        try {
+          child = spawnWrapper(argv, { cwd, env });
+        } catch (e) {
+          return this.finishEarly("failedToStart", e instanceof Error ? e.message : String(e));
+        }
+        this.attach(child, "go\n", go, onPid);
       } finally {
         this.markSpawned();
       }
     });
   }
 
-  private spawn(go: Promise<unknown>, onPid?: (pid: number) => void): void {
-    const env: NodeJS.ProcessEnv = { ...process.env, ...this.cmd.env };
-    const problem = preflight(this.cmd, env);
-    if (problem) return this.finishEarly("failedToStart", problem);
-    if (this.endReason) return this.finishEarly(this.endReason, `${this.endReason === "cancelled" ? "cancelled" : "timed out"} before it started`);
-    const argv = this.cmd.shell ? ["/bin/sh", "-c", ...this.cmd.argv] : this.cmd.argv;
-    let child: ChildProcess;
-    try {
-      child = spawn("/bin/sh", ["-c", WRAPPER_SCRIPT, "vmc-cmd", ...argv], {
-        cwd: this.cmd.cwd,
-        env,
-        detached: true,
-        stdio: ["pipe", "pipe", "pipe", "pipe"],
-      });
-    } catch (e) {
-      return this.finishEarly("failedToStart", e instanceof Error ? e.message : String(e));
-    }
+  /** Takes over a wrapper that waits for `order` (see wrapper.ts), given once `go` resolves. */
+  private attach(child: ChildProcess, order: string, go: Promise<unknown>, onPid?: (pid: number) => void): void {
     this.child = child;
     child.on("error", (e) => {
       if (child.pid === undefined) this.finishEarly("failedToStart", e.message);
@@ -151,7 +165,7 @@ export class RunningCommand {
     });
     fd3?.on("error", () => undefined);
     go.then(
-      () => this.release(pid, fd3 as Writable | null),
+      () => this.release(pid, fd3 as Writable | null, order),
       () => this.discard(),
     );
 
@@ -180,7 +194,7 @@ export class RunningCommand {
   }
 
   /** Tells the waiting wrapper to start the command. */
-  private release(pid: number, fd3: Writable | null): void {
+  private release(pid: number, fd3: Writable | null, order: string): void {
     if (this.finished) return;
     if (this.endReason) {
       killGroup(pid, "SIGKILL");
@@ -189,7 +203,7 @@ export class RunningCommand {
     this.released = true;
     this.startedAt = Date.now();
     this.startedMono = performance.now();
-    fd3?.write("go\n");
+    fd3?.write(order);
     // Counts running time only: a VM paused by freezing its processes does not use up the timeout.
     if (this.cmd.timeoutMs !== undefined) this.timeoutTimer = new RunningTimeout(this.cmd.timeoutMs, () => this.terminate("timedOut"));
   }
@@ -198,9 +212,16 @@ export class RunningCommand {
   discard(): void {
     if (this.finished) return;
     this.finished = true;
+    this.ended();
     this.markSpawned();
     this.stopTracking?.();
     if (this.pid !== undefined) killGroup(this.pid, "SIGKILL");
+  }
+
+  /** Out of flight: the agent's next wrapper may be spawned ahead again (wrapper-pool.ts). */
+  private ended(): void {
+    this.wrappers?.replenish();
+    this.over();
   }
 
   /** CMD_CANCEL: SIGTERM to the command's process group, SIGKILL a second later. */
@@ -319,6 +340,10 @@ export class RunningCommand {
     this.flushAll();
     const peakRssBytes = this.stopTracking?.() ?? 0;
     const report = parseWrapperReport(this.report);
+    if (report.fail === "cwd" && !this.endReason) {
+      await this.io.output.whenBelow(0);
+      return this.settle(failedResult(this.agentId, this.cmd.cmdId, "failedToStart", `cwd ${this.cmd.cwd ?? ""}: could not be entered`, this.startedAt));
+    }
     const outcome =
       report.status !== undefined ? decodeShellStatus(report.status) : { exitCode: code, signal: signal ?? null };
     const finishedAt = Date.now();
@@ -353,26 +378,6 @@ export class RunningCommand {
   }
 }
 
-/**
- * Spawns run one per event-loop turn, in order. `spawn()` blocks the loop for the fork and exec
- * (the fork costs more the bigger this process is: a host running hundreds of agents in one
- * process pays many milliseconds each), so a burst of commands must not starve timers (presence
- * heartbeats) and I/O for its whole length.
- */
-const spawnQueue: Array<() => void> = [];
-function spawnSoon(job: () => void): void {
-  spawnQueue.push(job);
-  if (spawnQueue.length === 1) setImmediate(spawnNext);
-}
-function spawnNext(): void {
-  const job = spawnQueue.shift();
-  try {
-    job?.();
-  } finally {
-    if (spawnQueue.length) setImmediate(spawnNext);
-  }
-}
-
 function killGroup(pgid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(-pgid, sig);
@@ -403,6 +408,9 @@ export function failedResult(agentId: string, cmdId: string, status: CmdStatus, 
 
 /** Why the command cannot start (bad cwd, no such program), or undefined. */
 function preflight(cmd: CmdRun, env: NodeJS.ProcessEnv): string | undefined {
+  // A process cannot be given a NUL byte (the system's strings end there).
+  const words = [...cmd.argv, ...Object.keys(cmd.env), ...Object.values(cmd.env), cmd.cwd ?? ""];
+  if (words.some((w) => w.includes("\0"))) return "argv, env and cwd cannot contain a NUL byte";
   const cwd = cmd.cwd ?? process.cwd();
   try {
     if (!statSync(cwd).isDirectory()) return `cwd ${cwd} is not a directory`;

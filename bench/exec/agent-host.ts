@@ -1,7 +1,8 @@
 /**
  * Hosts many agents in one process for the fan-out benchmark: `startAgent` per id, all sharing
  * one bus connection (as a real host would run one agent per VM, this packs a few hundred per
- * process so 1,000 fit on a small machine). Prints `ready N` once all are started.
+ * process so 1,000 fit on a small machine). Prints `ready N` once all are started and each has
+ * its next command's wrapper waiting.
  *
  * usage: agent-host.ts BROKER_URL PUBKEY STATE_DIR PREFIX COUNT [AGENT_MODULE]
  * AGENT_MODULE: another agent.ts to host instead of this build's (a baseline checkout's).
@@ -20,6 +21,8 @@ for (let i = 0; i < Number(countText); i++) {
   const id = `${prefix}.${i}`;
   agents.push(await startAgent({ id, bus, controllerKey: key, stateDir: join(stateDir, id), heartbeatIntervalMs: 10_000, log: () => {} }));
 }
+// Each agent's next wrapper is spawned ahead once it said HELLO (an older agent module has no warm()).
+await Promise.all(agents.map((a) => (a as Partial<AgentHandle>).warm?.()));
 process.stdout.write(`ready ${agents.length}\n`);
 const stop = async () => {
   await Promise.allSettled(agents.map((a) => a.stop("bench over")));

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
-import { readFileSync, realpathSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import { join } from "node:path";
 import { it } from "node:test";
 import { eventually, forEachBroker } from "./brokers";
 import { b64, spawnAgent, tempDir, TestController, unb64 } from "./fixture";
@@ -90,6 +91,30 @@ forEachBroker("agent executes commands", (brokers) => {
     assert.equal(s.exitCode, 0);
   });
 
+  it("runs each command in a wrapper spawned ahead, with argv, env and cwd passed verbatim", async (t) => {
+    const r = await ready(t);
+    if (!r) return;
+    const waitingWrapper = () =>
+      eventually(
+        "a wrapper spawned ahead",
+        () => readdirSync(`/proc/${r.agent.pid}/task`).flatMap((tid) => readFileSync(`/proc/${r.agent.pid}/task/${tid}/children`, "utf8").split(" ").filter(Boolean).map(Number))[0],
+        15_000,
+      );
+    const dir = join(realpathSync(tempDir(t, "vmc-agent-pool-")), "it's a \"dir\" $(x)");
+    mkdirSync(dir);
+    const words = ["it's", "$(touch /tmp/vmc-pwned)", "a\nb", "`id`", "-n", "", "back\\slash", "ünïcode ✓", "  spaced  "];
+    const value = "quote ' double \" dollar $HOME\nnew line";
+    // Spawned after the HELLO, then after each command once the agent is idle again.
+    for (const round of [1, 2]) {
+      const ahead = await waitingWrapper();
+      const cmd = r.controller.run(r.id, { argv: ["sh", "-c", 'echo $PPID; printf "<%s>\\n" "$@"; printf "%s|" "$V"; pwd', "sh", ...words], env: { V: value }, cwd: dir });
+      await r.controller.send(r.id, cmd);
+      const result = await r.controller.result(cmd.cmdId);
+      assert.equal(result.exitCode, 0, unb64(result.stderr.data));
+      assert.equal(unb64(result.stdout.data), `${ahead}\n${words.map((w) => `<${w}>\n`).join("")}${value}|${dir}\n`, `round ${round}`);
+    }
+  });
+
   it("kills the whole process group on timeout and on CMD_CANCEL", async (t) => {
     const r = await ready(t);
     if (!r) return;
@@ -131,7 +156,8 @@ forEachBroker("agent executes commands", (brokers) => {
     assert.ok(b.resources && s.resources, "resources reported");
     const burnCpu = b.resources.cpuUserMs + b.resources.cpuSystemMs;
     const sleepCpu = s.resources.cpuUserMs + s.resources.cpuSystemMs;
-    assert.ok(burnCpu >= 1000, `burner reported ${burnCpu} ms of CPU, it used at least 1000 ms`);
+    // `times` counts clock ticks (10 ms), user and system each rounded down: up to 20 ms below the burner's own count.
+    assert.ok(burnCpu >= 980, `burner reported ${burnCpu} ms of CPU, it used at least 1000 ms`);
     assert.ok(burnCpu < 2500, `burner reported ${burnCpu} ms of CPU, far more than the ~1 s it used`);
     assert.ok(sleepCpu < 100, `sleeper reported ${sleepCpu} ms of CPU (a diff of RUSAGE_CHILDREN would show the burner's)`);
     assert.ok(b.resources.peakRssBytes > 10 * 1024 * 1024, `node burner peak RSS ${b.resources.peakRssBytes}`);
