@@ -8,12 +8,34 @@ import { createConnection, type Socket } from "node:net";
 import { TCPWrapper } from "@stomp/tcp-wrapper";
 
 let socketCreated: ((socket: Socket) => void) | undefined;
+/** Each wrapper's socket (TCPWrapper keeps its own private; getSocket runs before subclass fields exist). */
+const sockets = new WeakMap<TCPWrapper, Socket>();
 
 class NoDelayTcpWrapper extends TCPWrapper {
+  private corked = false;
+
   protected override getSocket(port: number, host: string): Socket {
     const socket = createConnection({ port, host, noDelay: true });
+    sockets.set(this, socket);
     socketCreated?.(socket);
     return socket;
+  }
+
+  /**
+   * Frames sent in one tick leave in one write: a fan-out sends a thousand commands (and a host of
+   * many agents a thousand results and ACKs) in a burst, and a system call per frame was the cost.
+   */
+  override send(data: string | ArrayBuffer): void {
+    const socket = sockets.get(this);
+    if (socket && !this.corked) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        socket.uncork();
+      });
+    }
+    super.send(data);
   }
 }
 
