@@ -1,9 +1,11 @@
 /**
  * Chooses KVM only when /dev/kvm is *usable*: the device can exist and still be a nested
- * paravirtual KVM on which guests crash or crawl. The probe boots a real machine under KVM
- * (a 512-byte boot sector that loops 16 M times and exits through isa-debug-exit) and expects
- * it to finish quickly with the right exit code. The verdict is cached in $VMC_HOME/accel.json
- * per host kernel and QEMU binary; `VMC_ACCEL=kvm|tcg` overrides it.
+ * paravirtual KVM on which guests crash or crawl. The probe boots a real machine under KVM with
+ * the CPU model the VMs get (`-cpu host`: on such a host QEMU fails to set its MSRs, while the
+ * default model boots, slowly) — a 512-byte boot sector that loops 16 M times and exits through
+ * isa-debug-exit — and expects it to finish quickly with the right exit code. The verdict is
+ * cached in $VMC_HOME/accel.json per host kernel, QEMU binary and probe version;
+ * `VMC_ACCEL=kvm|tcg` overrides it.
  */
 import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from "node:fs";
 import { release, tmpdir } from "node:os";
@@ -17,8 +19,12 @@ export interface AccelVerdict {
   reason: string;
   kernel: string;
   qemu: string;
+  /** Which probe decided (verdicts of an older probe are not trusted). */
+  probe: number;
   probedAt: number;
 }
+
+const PROBE_VERSION = 2;
 
 const PROBE_EXIT = 0x31;
 const PROBE_TIMEOUT_MS = 5000;
@@ -51,7 +57,7 @@ export async function probeBoot(accel: Accel): Promise<string | null> {
     const started = Date.now();
     const r = await run(
       QEMU_SYSTEM,
-      ["-accel", accel, "-machine", "pc", "-m", "16", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+      ["-accel", accel, ...(accel === "kvm" ? ["-cpu", "host"] : []), "-machine", "pc", "-m", "16", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-drive", `file=${disk},format=raw,if=ide`, "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"],
       PROBE_TIMEOUT_MS,
     );
@@ -64,28 +70,35 @@ export async function probeBoot(accel: Accel): Promise<string | null> {
   }
 }
 
+/** The verdict in $VMC_HOME/accel.json when it still holds for this host (or VMC_ACCEL's); never probes. */
+export function cachedAccel(home: string, env: NodeJS.ProcessEnv = process.env): AccelVerdict | undefined {
+  const forced = env.VMC_ACCEL;
+  if (forced === "kvm" || forced === "tcg") return { accel: forced, reason: "VMC_ACCEL", kernel: release(), qemu: QEMU_SYSTEM, probe: PROBE_VERSION, probedAt: Date.now() };
+  try {
+    const cached = JSON.parse(readFileSync(join(home, "accel.json"), "utf8")) as AccelVerdict;
+    const valid = cached.kernel === release() && cached.qemu === QEMU_SYSTEM && cached.probe === PROBE_VERSION && (cached.accel === "kvm" || cached.accel === "tcg");
+    return valid ? cached : undefined;
+  } catch {
+    return undefined; // no verdict yet
+  }
+}
+
 /** The accelerator to use here, probing once per host kernel and QEMU binary. */
 export async function chooseAccel(home: string, env: NodeJS.ProcessEnv = process.env): Promise<AccelVerdict> {
-  const forced = env.VMC_ACCEL;
+  const cached = cachedAccel(home, env);
+  if (cached) return cached;
   const kernel = release();
-  if (forced === "kvm" || forced === "tcg") return { accel: forced, reason: "VMC_ACCEL", kernel, qemu: QEMU_SYSTEM, probedAt: Date.now() };
-  const cache = join(home, "accel.json");
-  try {
-    const cached = JSON.parse(readFileSync(cache, "utf8")) as AccelVerdict;
-    if (cached.kernel === kernel && cached.qemu === QEMU_SYSTEM && (cached.accel === "kvm" || cached.accel === "tcg")) return cached;
-  } catch {
-    // no verdict yet
-  }
+  const probe = PROBE_VERSION;
   let verdict: AccelVerdict;
   if (!kvmDeviceUsable()) {
-    verdict = { accel: "tcg", reason: "/dev/kvm is missing or not accessible", kernel, qemu: QEMU_SYSTEM, probedAt: Date.now() };
+    verdict = { accel: "tcg", reason: "/dev/kvm is missing or not accessible", kernel, qemu: QEMU_SYSTEM, probe, probedAt: Date.now() };
   } else {
     const failure = await probeBoot("kvm");
     verdict = failure
-      ? { accel: "tcg", reason: `/dev/kvm is not usable: ${failure}`, kernel, qemu: QEMU_SYSTEM, probedAt: Date.now() }
-      : { accel: "kvm", reason: "probe boot under KVM succeeded", kernel, qemu: QEMU_SYSTEM, probedAt: Date.now() };
+      ? { accel: "tcg", reason: `/dev/kvm is not usable: ${failure}`, kernel, qemu: QEMU_SYSTEM, probe, probedAt: Date.now() }
+      : { accel: "kvm", reason: "probe boot under KVM succeeded", kernel, qemu: QEMU_SYSTEM, probe, probedAt: Date.now() };
   }
   mkdirSync(home, { recursive: true });
-  writeAtomic(cache, `${JSON.stringify(verdict, null, 2)}\n`);
+  writeAtomic(join(home, "accel.json"), `${JSON.stringify(verdict, null, 2)}\n`);
   return verdict;
 }

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { writeAtomic } from "../../store/vms";
 import type { BootImage } from "../driver";
 import { hypervisorFailed } from "../errors";
-import { chooseAccel } from "./accel";
+import { cachedAccel, chooseAccel } from "./accel";
 import { MACHINE_VERSION, overlayArgs, qemuArgs, type Accel } from "./command";
 import { QEMU_SYSTEM, qemuImg, run } from "./exec";
 import { IdentityPort } from "./identity";
@@ -53,19 +53,9 @@ export function templateKey(imageId: string, memoryMiB: number, cpus: number, ac
   return `${imageId}-m${memoryMiB}-c${cpus}-${accel}-v${MACHINE_VERSION}`;
 }
 
-function cachedAccel(home: string): Accel | undefined {
-  if (process.env.VMC_ACCEL === "kvm" || process.env.VMC_ACCEL === "tcg") return process.env.VMC_ACCEL;
-  try {
-    const v = JSON.parse(readFileSync(join(home, "accel.json"), "utf8")) as { accel?: string };
-    return v.accel === "kvm" || v.accel === "tcg" ? v.accel : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** The template matching an image and machine size, when one has been built. */
 export function findTemplate(home: string, imageId: string, memoryMiB: number, cpus: number): Template | undefined {
-  const accels: Accel[] = [cachedAccel(home) ?? "tcg"];
+  const accels: Accel[] = [cachedAccel(home)?.accel ?? "tcg"];
   for (const accel of accels) {
     const dir = join(templatesRoot(home), templateKey(imageId, memoryMiB, cpus, accel));
     try {
