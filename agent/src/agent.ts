@@ -4,7 +4,6 @@
  * simulate a fleet.
  */
 import { randomBytes, type KeyObject } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { arch, hostname, platform, release } from "node:os";
 import {
   BUS_PROTOCOL_VERSION,
@@ -22,7 +21,7 @@ import { BusClient, type BusLogger, type BusMessage, type BusSubscription } from
 import { failedResult, RunningCommand } from "./executor";
 import { CmdJournal } from "./journal";
 import { OutputWindow } from "./output-window";
-import { WrapperPool } from "./wrapper-pool";
+import { processStartTime, WrapperPool } from "./wrapper-pool";
 import type { AgentPlugin, AgentPluginInstance } from "./plugin";
 import { AGENT_VERSION } from "./version";
 
@@ -315,7 +314,7 @@ class Agent implements AgentHandle {
     this.commands.set(cmd.cmdId, command);
     const durable = this.journal.accept(cmd.cmdId, cmd.replyTo, cmd.expiresAt);
     // The wrapper process starts while the record is made durable; the command only after.
-    command.start((pid) => this.journal.started(cmd.cmdId, pid, processStartTime(pid)), durable);
+    command.start((pid, startTime) => this.journal.started(cmd.cmdId, pid, startTime), durable);
     try {
       await durable;
     } catch (e) {
@@ -391,16 +390,6 @@ class Agent implements AgentHandle {
 
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Field 22 of /proc/<pid>/stat: when the process started, so a reused pid is never killed by mistake. */
-function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-  } catch {
-    return undefined;
-  }
 }
 
 function killOrphan(pid: number | undefined, started: string | undefined): void {

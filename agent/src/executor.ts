@@ -14,7 +14,7 @@ import { trackPeakRss } from "./proc-sampler";
 import { RunningTimeout } from "./running-clock";
 import { TailBuffer } from "./tail-buffer";
 import { decodeShellStatus, parseWrapperReport, runOrder } from "./wrapper";
-import { commandInFlight, spawnSoon, spawnWrapper, type WrapperPool } from "./wrapper-pool";
+import { commandInFlight, processStartTime, spawnSoon, spawnWrapper, type Wrapper, type WrapperPool } from "./wrapper-pool";
 
 /** Output is sent once this much is pending for a stream... */
 const COALESCE_BYTES = 64 * 1024;
@@ -112,11 +112,10 @@ export class RunningCommand {
    * itself starts when `go` resolves (the agent passes the journal record's durability, so the
    * fsync and the process start overlap and nothing runs before it is recorded). When `go`
    * rejects, nothing runs: see {@link discard}. `onPid` is called with the wrapper's pid (= the
-   * process group).
+   * process group) and its start time.
    */
-  start(onPid?: (pid: number) => void, go: Promise<unknown> = Promise.resolve()): void {
-    const env: NodeJS.ProcessEnv = { ...process.env, ...this.cmd.env };
-    const problem = preflight(this.cmd, env);
+  start(onPid?: (pid: number, startTime: string | undefined) => void, go: Promise<unknown> = Promise.resolve()): void {
+    const problem = preflight(this.cmd, this.cmd.env.PATH ?? process.env.PATH);
     if (problem) {
       this.finishEarly("failedToStart", problem);
       return this.markSpawned();
@@ -135,11 +134,11 @@ export class RunningCommand {
         if (this.endReason) return this.finishEarly(this.endReason, `${this.endReason === "cancelled" ? "cancelled" : "timed out"} before it started`);
         let child: ChildProcess;
         try {
-          child = spawnWrapper(argv, { cwd, env });
+          child = spawnWrapper(argv, { cwd, env: { ...process.env, ...this.cmd.env } });
         } catch (e) {
           return this.finishEarly("failedToStart", e instanceof Error ? e.message : String(e));
         }
-        this.attach(child, "go\n", go, onPid);
+        this.attach({ child, startTime: child.pid === undefined ? undefined : processStartTime(child.pid) }, "go\n", go, onPid);
       } finally {
         this.markSpawned();
       }
@@ -147,7 +146,7 @@ export class RunningCommand {
   }
 
   /** Takes over a wrapper that waits for `order` (see wrapper.ts), given once `go` resolves. */
-  private attach(child: ChildProcess, order: string, go: Promise<unknown>, onPid?: (pid: number) => void): void {
+  private attach({ child, startTime }: Wrapper, order: string, go: Promise<unknown>, onPid?: (pid: number, startTime: string | undefined) => void): void {
     this.child = child;
     child.on("error", (e) => {
       if (child.pid === undefined) this.finishEarly("failedToStart", e.message);
@@ -156,7 +155,7 @@ export class RunningCommand {
     const pid = child.pid;
     this.pid = pid;
     this.stopTracking = trackPeakRss(pid);
-    onPid?.(pid);
+    onPid?.(pid, startTime);
 
     const fd3 = child.stdio[3] as Readable | null;
     fd3?.on("data", (chunk: Buffer) => {
@@ -178,7 +177,7 @@ export class RunningCommand {
 
     child.stdin?.on("error", () => undefined);
     if (this.cmd.stdin !== undefined) child.stdin?.end(Buffer.from(this.cmd.stdin, "base64"));
-    else if (!this.cmd.stdinStream) child.stdin?.end();
+    else if (!this.cmd.stdinStream) child.stdin?.destroy(); // EOF for the command, without a shutdown() first
 
     child.on("exit", () => {
       // The wrapper has reported: whatever is left of a killed command's group goes now.
@@ -407,7 +406,7 @@ export function failedResult(agentId: string, cmdId: string, status: CmdStatus, 
 }
 
 /** Why the command cannot start (bad cwd, no such program), or undefined. */
-function preflight(cmd: CmdRun, env: NodeJS.ProcessEnv): string | undefined {
+function preflight(cmd: CmdRun, path: string | undefined): string | undefined {
   // A process cannot be given a NUL byte (the system's strings end there).
   const words = [...cmd.argv, ...Object.keys(cmd.env), ...Object.values(cmd.env), cmd.cwd ?? ""];
   if (words.some((w) => w.includes("\0"))) return "argv, env and cwd cannot contain a NUL byte";
@@ -419,13 +418,15 @@ function preflight(cmd: CmdRun, env: NodeJS.ProcessEnv): string | undefined {
   }
   if (cmd.shell) return undefined;
   const file = cmd.argv[0] ?? "";
-  const candidates = file.includes("/") ? [resolve(cwd, file)] : (env.PATH ?? "/usr/local/bin:/usr/bin:/bin").split(":").filter(Boolean).map((d) => join(d, file));
+  const candidates = file.includes("/") ? [resolve(cwd, file)] : (path ?? "/usr/local/bin:/usr/bin:/bin").split(":").filter(Boolean).map((d) => join(d, file));
   for (const candidate of candidates) {
     try {
+      // stat first: a miss then costs no exception (most PATH entries miss).
+      if (!statSync(candidate, { throwIfNoEntry: false })?.isFile()) continue;
       accessSync(candidate, constants.X_OK);
-      if (statSync(candidate).isFile()) return undefined;
+      return undefined;
     } catch {
-      // try the next
+      // not executable, or an unreadable PATH entry: try the next
     }
   }
   return file.includes("/") ? `${file}: not an executable file` : `${file}: command not found in PATH`;

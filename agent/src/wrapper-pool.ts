@@ -11,7 +11,24 @@
  * command's output and result, and a fan-out's commands would wait behind their own refills.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { WRAPPER_SCRIPT } from "./wrapper";
+
+/** A spawned wrapper and its start time (see {@link processStartTime}), read once it exists. */
+export interface Wrapper {
+  child: ChildProcess;
+  startTime: string | undefined;
+}
+
+/** Field 22 of /proc/<pid>/stat: when the process started, so a reused pid is never killed by mistake. */
+export function processStartTime(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+  } catch {
+    return undefined;
+  }
+}
 
 /** Spawns a wrapper, which waits for its order on fd 3; `argv` is run on `go` (see wrapper.ts). */
 export function spawnWrapper(argv: readonly string[] = [], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
@@ -70,7 +87,7 @@ function refillWhenQuiet(): void {
 
 /** One agent's wrapper spawned ahead of its next command. */
 export class WrapperPool {
-  private idle: ChildProcess | undefined;
+  private idle: Wrapper | undefined;
   private closed = false;
   private markFilled!: () => void;
   /** Resolves once a wrapper was first spawned ahead (or the pool closed). */
@@ -88,11 +105,11 @@ export class WrapperPool {
   }
 
   /** The waiting wrapper, now the caller's; undefined when there is none (spawn one then). */
-  take(): ChildProcess | undefined {
-    const child = this.idle;
+  take(): Wrapper | undefined {
+    const wrapper = this.idle;
     this.idle = undefined;
-    child?.off("exit", this.dropIdle);
-    return child;
+    wrapper?.child.off("exit", this.dropIdle);
+    return wrapper;
   }
 
   /** Ends the waiting wrapper (its fd 3 closes: it exits without running anything). */
@@ -100,7 +117,7 @@ export class WrapperPool {
     this.closed = true;
     this.markFilled();
     wanting.delete(this);
-    const child = this.idle;
+    const child = this.idle?.child;
     this.idle = undefined;
     if (!child) return;
     child.off("exit", this.dropIdle);
@@ -119,7 +136,8 @@ export class WrapperPool {
     child.on("error", () => undefined);
     for (const stream of child.stdio) stream?.on("error", () => undefined);
     if (child.pid === undefined) return;
-    this.idle = child;
+    // Read now, while nothing waits: the journal keeps it to kill an orphan after a crash.
+    this.idle = { child, startTime: processStartTime(child.pid) };
     child.once("exit", this.dropIdle);
     this.markFilled();
   }

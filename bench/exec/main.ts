@@ -256,10 +256,23 @@ interface FanOut {
   fanoutMs: number;
   ok: number;
   statuses: string;
+  /** CPU seconds spent during the fan-out (user + system, reaped children included): a figure less at the mercy of other load than the wall time. */
+  cpu: { hosts: number; broker: number; controller: number };
+}
+
+/** User + system CPU seconds of `pid` and its reaped children (/proc/<pid>/stat fields 14–17). */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return [11, 12, 13, 14].reduce((sum, i) => sum + Number(f[i]), 0) / 100;
+  } catch {
+    return 0;
+  }
 }
 
 let fanRound = 0;
-async function fanOut(url: string, home: string, keys: ControllerKeys, label = "this build", agentModule?: string): Promise<FanOut> {
+async function fanOut(url: string, brokerPid: number, home: string, keys: ControllerKeys, label = "this build", agentModule?: string): Promise<FanOut> {
   const hosts = Math.ceil(FANOUT / PER_HOST);
   const host = join(import.meta.dirname, "agent-host.ts");
   const prefix = `fan${fanRound++}`;
@@ -276,6 +289,8 @@ async function fanOut(url: string, home: string, keys: ControllerKeys, label = "
   await waitAgents(fleet, `${prefix}.**`, FANOUT, 60_000);
   const discoverMs = performance.now() - t0;
   const target = parseTarget(`${prefix}.**`);
+  const cpu = () => ({ hosts: children.reduce((sum, c) => sum + cpuSeconds(c.pid!), 0), broker: cpuSeconds(brokerPid), controller: cpuSeconds(process.pid) });
+  const cpu0 = cpu();
   const t1 = performance.now();
   // A long expiry: on a loaded machine, agents packed 250 to a process may take a while to reach
   // the last command in their inboxes, and the benchmark measures how long, not whether.
@@ -283,6 +298,7 @@ async function fanOut(url: string, home: string, keys: ControllerKeys, label = "
   const sentMs = performance.now() - t1;
   const report = await run.done;
   const fanoutMs = performance.now() - t1;
+  const cpu1 = cpu();
   const statuses = Object.entries(report.counts)
     .filter(([, n]) => n > 0)
     .map(([s, n]) => `${n} ${s}`)
@@ -304,7 +320,8 @@ async function fanOut(url: string, home: string, keys: ControllerKeys, label = "
       // gone
     }
   }
-  return { label, agents: report.targets.length, discoverMs, sentMs, fanoutMs, ok: report.counts.succeeded, statuses };
+  const used = { hosts: cpu1.hosts - cpu0.hosts, broker: cpu1.broker - cpu0.broker, controller: cpu1.controller - cpu0.controller };
+  return { label, agents: report.targets.length, discoverMs, sentMs, fanoutMs, ok: report.counts.succeeded, statuses, cpu: used };
 }
 
 function row(cells: string[], widths: number[]): string {
@@ -341,8 +358,8 @@ async function main(): Promise<void> {
   if (!skip.has("fanout")) {
     const baselineSrc = process.env.BENCH_EXEC_BASELINE_SRC;
     for (let round = 0; round < (baselineSrc ? 2 : 1); round++) {
-      fans.push(await fanOut(embedded.url, dir, keys));
-      if (baselineSrc) fans.push(await fanOut(embedded.url, dir, keys, "baseline", baselineSrc));
+      fans.push(await fanOut(embedded.url, embedded.pid, dir, keys));
+      if (baselineSrc) fans.push(await fanOut(embedded.url, embedded.pid, dir, keys, "baseline", baselineSrc));
     }
   }
 
@@ -359,7 +376,8 @@ async function main(): Promise<void> {
     console.log(
       `\nfan-out (${fan.label}): one \`true\` to ${fan.agents} agents (${Math.ceil(FANOUT / PER_HOST)} host processes, ${PER_HOST} agents each): ` +
         `all accounted for in ${fan.fanoutMs.toFixed(0)} ms (${fan.statuses}); the controller signed and sent all ${fan.agents} commands in ` +
-        `${fan.sentMs.toFixed(0)} ms; discovery of ${FANOUT} agents took ${fan.discoverMs.toFixed(0)} ms`,
+        `${fan.sentMs.toFixed(0)} ms; discovery of ${FANOUT} agents took ${fan.discoverMs.toFixed(0)} ms; ` +
+        `CPU meanwhile: agent hosts ${fan.cpu.hosts.toFixed(2)} s (their commands included), broker ${fan.cpu.broker.toFixed(2)} s, controller ${fan.cpu.controller.toFixed(2)} s`,
     );
   }
   // The goals, for this build only (the first embedded row, the first fan-out).
