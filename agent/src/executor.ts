@@ -124,7 +124,7 @@ export class RunningCommand {
     const cwd = this.cmd.cwd === undefined ? undefined : resolve(this.cmd.cwd);
     const order = runOrder(argv, this.cmd.env, cwd);
     const waiting = order === undefined ? undefined : this.wrappers?.take();
-    if (waiting && order !== undefined) {
+    if (order !== undefined && waiting) {
       this.attach(waiting, order, go, onPid);
       return this.markSpawned();
     }
