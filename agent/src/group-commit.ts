@@ -6,8 +6,15 @@
  * appended while one is in flight wait for it and share the next. The syncs run on the thread
  * pool, so the event loop never blocks on the disk; the syncs of many agents' files in one
  * process are in flight together, and the file system's own journal merges them.
+ *
+ * Records nobody waits for are appended lazily: written at once, made durable by the next sync
+ * anyone asks for, or by one within {@link LAZY_SYNC_MS}. Each sync is a disk flush that the
+ * next record someone does wait for may queue behind.
  */
 import { closeSync, fdatasync, openSync, writeSync } from "node:fs";
+
+/** A lazily appended record is on disk at the latest this long after it was written. */
+const LAZY_SYNC_MS = 1_000;
 
 interface Waiter {
   upTo: number;
@@ -27,6 +34,7 @@ export class GroupCommitFile {
   private closing: Promise<void> | undefined;
   /** Set by close(): called when nothing is left to sync. */
   private onIdle: (() => void) | undefined;
+  private lazySync: NodeJS.Timeout | undefined;
 
   constructor(path: string) {
     this.fd = openSync(path, "a", 0o600);
@@ -48,9 +56,31 @@ export class GroupCommitFile {
     });
   }
 
+  /** Writes `text` now; it becomes durable with the next sync (at the latest within a second). Failures are kept for {@link append}. */
+  appendLazily(text: string): void {
+    if (this.failure || this.closing) return;
+    try {
+      writeSync(this.fd, text);
+    } catch (e) {
+      this.failure = e instanceof Error ? e : new Error(String(e));
+      return;
+    }
+    this.appended++;
+    if (!this.syncing) this.syncLater();
+  }
+
+  private syncLater(): void {
+    this.lazySync ??= setTimeout(() => {
+      this.lazySync = undefined;
+      this.sync();
+    }, LAZY_SYNC_MS).unref();
+  }
+
   private sync(): void {
     if (this.syncing || this.durable === this.appended) return;
     this.syncing = true;
+    clearTimeout(this.lazySync);
+    this.lazySync = undefined;
     const upTo = this.appended;
     fdatasync(this.fd, (e) => {
       this.syncing = false;
@@ -70,8 +100,9 @@ export class GroupCommitFile {
         else still.push(w);
       }
       this.waiters = still;
-      if (this.durable < this.appended) this.sync();
-      else this.onIdle?.();
+      if (this.durable === this.appended) this.onIdle?.();
+      else if (this.waiters.length || this.onIdle) this.sync();
+      else this.syncLater();
     });
   }
 

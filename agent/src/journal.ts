@@ -4,15 +4,17 @@
  * One append-only file of JSON lines in the agent's state dir:
  * - `accepted` (durable before the command starts and before the CMD_RUN is acknowledged to the
  *   broker): the command will run;
- * - `result`: how it ended, with the full CMD_RESULT. Made durable in the background: the result
- *   is published without waiting for it. A crash before it lands leaves the command `accepted`
+ * - `result`: how it ended, with the full CMD_RESULT. Written at once and durable with the next
+ *   sync, within a second; the result is published without waiting for it. A crash before it lands leaves the command `accepted`
  *   without a result, so it is closed as `lost` on restart (never run again); the controller
  *   keeps the first result it got for a command id, so the real one still counts;
  * - `delivered` (never waited for): the broker confirmed the result; losing it only means a re-send.
  *
  * Durability is group-committed (see group-commit.ts): records are written at once and one
- * fdatasync covers every record appended meanwhile; many agents in one process share the
- * committer, whose fdatasyncs run on the thread pool, never blocking the event loop.
+ * fdatasync covers every record appended meanwhile, on the thread pool, never blocking the event
+ * loop. Only `accepted` asks for a sync of its own; `started`, `result` and `delivered` ride on
+ * the next one (or a lazy one within a second), so a command's next neighbour does not queue
+ * behind their disk flushes.
  *
  * A command found `accepted` without a result when the journal is opened was running when the
  * agent died: it is closed as `lost`. Entries are kept until their command has expired (plus a
@@ -101,28 +103,28 @@ export class CmdJournal {
     return entry;
   }
 
-  /** Records how `cmdId` ended (written now; durable when the returned promise resolves, which nobody needs to wait for). */
-  finish(cmdId: string, result: CmdResult): Promise<void> {
+  /** Records how `cmdId` ended (written now, durable within a second: nobody waits for it). */
+  finish(cmdId: string, result: CmdResult): void {
     const entry = this.entries.get(cmdId);
-    if (!entry) return Promise.resolve();
+    if (!entry) return;
     entry.result = result;
-    return this.append({ k: "result", cmdId, result, at: Date.now() }).catch(() => undefined);
+    this.append({ k: "result", cmdId, result, at: Date.now() }, true);
   }
 
-  /** Records the command's process group (not fsync'd: only used to clean up after a crash). */
+  /** Records the command's process group (not waited for: only used to clean up after a crash). */
   started(cmdId: string, pid: number, pidStart: string | undefined): void {
     const entry = this.entries.get(cmdId);
     if (!entry) return;
     entry.pid = pid;
     entry.pidStart = pidStart;
-    void this.append(pidStart === undefined ? { k: "started", cmdId, pid } : { k: "started", cmdId, pid, pidStart }).catch(() => undefined);
+    this.append(pidStart === undefined ? { k: "started", cmdId, pid } : { k: "started", cmdId, pid, pidStart }, true);
   }
 
   markDelivered(cmdId: string): void {
     const entry = this.entries.get(cmdId);
     if (!entry || entry.delivered) return;
     entry.delivered = true;
-    void this.append({ k: "delivered", cmdId }).catch(() => undefined);
+    this.append({ k: "delivered", cmdId }, true);
   }
 
   /** Makes everything written durable, then closes the file. */
@@ -131,10 +133,13 @@ export class CmdJournal {
   }
 
   /** Writes the record now; resolves once it is durable (rejects when it cannot be). */
-  private append(record: Record_): Promise<void> {
+  private append(record: Record_): Promise<void>;
+  /** Writes the record now, durable with the next sync (see group-commit.ts). */
+  private append(record: Record_, lazily: true): void;
+  private append(record: Record_, lazily = false): Promise<void> | void {
     const line = `${JSON.stringify(record)}\n`;
     this.size += Buffer.byteLength(line);
-    const durable = this.file.append(line);
+    const durable = lazily ? this.file.appendLazily(line) : this.file.append(line);
     if (this.size > this.compactBytes) {
       // Compacting rewrites from memory, so everything appended is in the new file; the old file's
       // pending syncs still complete (or fail) on their own descriptor before it is closed.
