@@ -51,7 +51,9 @@ export async function probeBoot(accel: Accel): Promise<string | null> {
     const started = Date.now();
     const r = await run(
       QEMU_SYSTEM,
-      ["-accel", accel, "-machine", "pc", "-m", "16", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+      // The CPU model the VMs use: a nested KVM can run the default model and still abort on
+      // `-cpu host` (it sets MSRs the outer hypervisor refuses, e.g. 0x10a).
+      ["-accel", accel, ...(accel === "kvm" ? ["-cpu", "host"] : []), "-machine", "pc", "-m", "16", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-drive", `file=${disk},format=raw,if=ide`, "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"],
       PROBE_TIMEOUT_MS,
     );
