@@ -3,10 +3,13 @@
  * `node --import tsx bench/vm/boot-trace.ts [runs] [extra kernel words]` boots the guest image
  * without a template and stamps every console line as it appears (polled every 5 ms), up to the
  * agent's HELLO at the controller. Extra words (e.g. `loglevel=7 printk.time=1`) replace `quiet
- * loglevel=3`, so the kernel's own steps show too.
+ * loglevel=3`, so the kernel's own steps show too. VMC_BOOT_TRACE_IMAGES=dir1,dir2 boots those built
+ * images (`$VMC_HOME/images/<id>`) in turn instead, `runs` times each: a same-run A/B of two layouts.
  */
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
+import { join } from "node:path";
+import type { BootImage } from "@vmc/server/hypervisors/driver";
 import { QemuDriver } from "@vmc/server/hypervisors/qemu/driver";
 import { QmpClient } from "@vmc/server/hypervisors/qemu/qmp";
 import { loadOrCreateControllerKeys } from "@vmc/server/store/keys";
@@ -22,10 +25,18 @@ const c = await startController(home, broker.url);
 const driver = new QemuDriver(home);
 const key = loadOrCreateControllerKeys(home).publicKey;
 
+function imageFromDir(dir: string): BootImage {
+  const m = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as { id: string; cmdline: string; files: Record<string, { name: string }> };
+  const file = (key: string) => join(dir, m.files[key]!.name);
+  return { id: m.id, kernel: file("kernel"), initrd: file("initrd"), rootfs: file("rootfs"), baseDisk: file("baseDisk"), cmdline: m.cmdline };
+}
+
 try {
-  const base = await testImage();
-  const image = extra ? { ...base, cmdline: `${/loglevel=/.test(extra) ? base.cmdline.replace("quiet loglevel=3", "") : base.cmdline} ${extra}`.trim() } : base;
-  for (let i = 0; i < runs; i++) {
+  const dirs = process.env.VMC_BOOT_TRACE_IMAGES?.split(",").filter(Boolean) ?? [];
+  const bases = dirs.length ? dirs.map(imageFromDir) : [await testImage()];
+  for (let i = 0; i < runs * bases.length; i++) {
+    const base = bases[i % bases.length]!;
+    const image = extra ? { ...base, cmdline: `${/loglevel=/.test(extra) ? base.cmdline.replace("quiet loglevel=3", "") : base.cmdline} ${extra}`.trim() } : base;
     const name = `boot${Date.now().toString(36)}`;
     const marks: string[] = [];
     const load = loadavg()[0]!;
@@ -59,7 +70,7 @@ try {
     mark(`info jit: ${jit.split("\n").filter((l) => /TB count|flush count|gen code size/i.test(l)).map((l) => l.trim()).join("; ")}`);
     clearInterval(poll);
     readConsole();
-    console.log(`\nrun ${i + 1}, load ${load.toFixed(2)} → ${loadavg()[0]!.toFixed(2)}`);
+    console.log(`\nrun ${i + 1}, image ${image.id}, load ${load.toFixed(2)} → ${loadavg()[0]!.toFixed(2)}`);
     for (const m of marks) console.log(m);
     await driver.delete(name, { force: true });
   }
