@@ -60,18 +60,20 @@ const lineListeners = new Set<(line: Line) => void>();
  * reads one epoch second from its stdin and execs busybox `date`. A clone then sets its clock
  * without forking Node, which under TCG right after a restore costs hundreds of milliseconds.
  */
-let clockHelper: { child: ChildProcess; exited: Promise<void> } | undefined;
+let clockHelper: { child: ChildProcess; done: Promise<void> } | undefined;
 
 function startClockHelper(): void {
   if (clockHelper) return;
   try {
-    const child = spawn("/bin/sh", ["-c", 'read -r t && exec date -u -s "@$t"'], { stdio: ["pipe", "ignore", "ignore"] });
-    const exited = new Promise<void>((resolve) => {
+    // busybox date prints the time it set: that line, not the exit (SIGCHLD, waitpid), ends the wait.
+    const child = spawn("/bin/sh", ["-c", 'read -r t && exec date -u -s "@$t"'], { stdio: ["pipe", "pipe", "ignore"] });
+    const done = new Promise<void>((resolve) => {
+      child.stdout?.once("data", () => resolve());
       child.once("exit", () => resolve());
       child.once("error", () => resolve());
     });
     child.stdin?.on("error", () => undefined);
-    clockHelper = { child, exited };
+    clockHelper = { child, done };
   } catch {
     // no shell: setClock spawns date itself
   }
@@ -89,7 +91,7 @@ async function setClock(hostTimeMs: unknown): Promise<void> {
   const seconds = Math.floor(hostTimeMs / 1000);
   if (helper?.child.stdin && helper.child.exitCode === null) {
     helper.child.stdin.end(`${seconds}\n`);
-    await helper.exited;
+    await helper.done;
     return;
   }
   // busybox date: -u -s @SECONDS

@@ -12,6 +12,7 @@ import { fetchDeb, resolveDebs, sha256File, type DebPackage } from "./apt";
 import { S_IFCHR, entriesFromDir, writeCpio } from "./cpio";
 import { buildAgentCodeCache } from "./code-cache";
 import { moduleLoadOrder } from "./kmod";
+import { pvhKernel } from "./pvh";
 import { fetchNode } from "./node-dist";
 import { RECIPE_FILES, loadRecipe, projectRoot, type Recipe } from "./recipe";
 import { run } from "./run";
@@ -66,7 +67,7 @@ async function resolveInputs(root: string, home: string, agentBundleOverride?: s
     kernel: kernel!,
     busybox: busybox!,
     libraries,
-    fingerprint: { format: 2, debs, node: recipe.node, agentSha256: agentSha, recipeFiles },
+    fingerprint: { format: 3, debs, node: recipe.node, agentSha256: agentSha, recipeFiles },
   };
 }
 
@@ -228,7 +229,10 @@ async function buildInto(out: string, id: string, inputs: Inputs, home: string, 
   const release = readdirSync(join(kx, "lib", "modules"))[0];
   const vmlinuz = readdirSync(join(kx, "boot")).find((f) => f.startsWith("vmlinuz-"));
   if (!release || !vmlinuz) throw new Error(`${inputs.kernel.name}: no kernel or modules inside`);
-  copyFileSync(join(kx, "boot", vmlinuz), join(out, FILES.kernel));
+  const bzImage = readFileSync(join(kx, "boot", vmlinuz));
+  const pvh = await pvhKernel(bzImage);
+  writeFileSync(join(out, FILES.kernel), pvh.ok ? pvh.vmlinux : bzImage);
+  progress(pvh.ok ? `kernel: PVH entry, uncompressed vmlinux (${pvh.format} payload of ${vmlinuz})` : `kernel: ${vmlinuz} as is (${pvh.reason})`);
 
   progress("read-only system disk (node, libraries, agent)");
   await buildRootfs(rootfs, lx, inputs);

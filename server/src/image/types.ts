@@ -14,7 +14,7 @@ export interface GuestImage {
   id: string;
   /** `$VMC_HOME/images/<id>`. */
   dir: string;
-  /** Linux kernel (bzImage), Debian's cloud kernel. */
+  /** Linux kernel, Debian's cloud kernel: an uncompressed PVH-bootable vmlinux, else its bzImage (image/pvh.ts). */
   kernel: string;
   /** Compressed initramfs (busybox, modules, /init). */
   initrd: string;

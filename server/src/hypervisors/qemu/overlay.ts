@@ -34,6 +34,14 @@ export function checkQcow2(base: string): void {
 }
 
 export async function createOverlay(home: string, base: string, overlay: string): Promise<void> {
+  copyFileSync(await overlayPrototype(home, base), overlay, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+}
+
+/**
+ * The prototype overlay of `base`, made (after a `qemu-img check` of the base) when there is
+ * none yet. A template build calls it so its first clone does not pay the two `qemu-img` runs.
+ */
+export async function overlayPrototype(home: string, base: string): Promise<string> {
   checkQcow2(base);
   const st = statSync(base);
   const key = createHash("sha256").update(`${base}\0${st.ino}\0${st.size}\0${st.mtimeMs}`).digest("hex").slice(0, 24);
@@ -53,5 +61,5 @@ export async function createOverlay(home: string, base: string, overlay: string)
       rmSync(tmp, { force: true });
     }
   }
-  copyFileSync(prototype, overlay, constants.COPYFILE_FICLONE | constants.COPYFILE_EXCL);
+  return prototype;
 }

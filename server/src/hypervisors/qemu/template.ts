@@ -17,6 +17,7 @@ import { cachedAccel, chooseAccel } from "./accel";
 import { MACHINE_VERSION, overlayArgs, qemuArgs, type Accel } from "./command";
 import { QEMU_SYSTEM, qemuImg, run } from "./exec";
 import { IdentityPort } from "./identity";
+import { overlayPrototype } from "./overlay";
 import { QmpClient } from "./qmp";
 
 export interface Template {
@@ -166,6 +167,9 @@ export async function buildTemplate(home: string, image: BootImage, opts: { memo
       if (theirs) return theirs;
       throw hypervisorFailed("qemu", "save the template", `cannot move it into ${finalDir}`);
     }
+    // Clones' disks are copies of one prototype overlay of this disk: made now, not by the first
+    // clone (two qemu-img runs). A failure here is the first clone's to report.
+    await overlayPrototype(home, template.disk).catch(() => undefined);
     return template;
   } catch (err) {
     if (pid && pid > 0) {
