@@ -72,8 +72,9 @@ export class CmdJournal {
     this.retainMs = options.retainMs ?? 10 * 60_000;
     this.skewMs = options.skewMs ?? 5 * 60_000;
     this.compactBytes = options.compactBytes ?? 32 * 1024 * 1024;
-    this.load();
-    this.rewrite();
+    // Compacted on open; an empty or missing journal (a new agent, a fresh clone) has nothing to
+    // compact, and its rewrite's fsync was the largest step of a template clone's agent start.
+    if (this.load() > 0) this.rewrite();
     this.file = new GroupCommitFile(this.path);
   }
 
@@ -151,12 +152,13 @@ export class CmdJournal {
     return durable;
   }
 
-  private load(): void {
+  /** Reads the journal into `entries`; returns its size in bytes. */
+  private load(): number {
     let text: string;
     try {
       text = readFileSync(this.path, "utf8");
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return 0;
       throw e;
     }
     for (const line of text.split("\n")) {
@@ -184,6 +186,7 @@ export class CmdJournal {
       }
     }
     for (const entry of this.entries.values()) if (!entry.result) this.lostOnOpen.push(entry);
+    return text.length;
   }
 
   /** Writes the live entries to a new file and renames it over the old one. */
