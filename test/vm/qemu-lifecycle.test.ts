@@ -63,6 +63,10 @@ describe("qemu VM lifecycle", { timeout: 240_000 }, () => {
     const out = await c.sh("vm1", "echo hello from $(hostname); cat /proc/cmdline");
     assert.match(out, /hello from vm1/);
     assert.match(out, /vmc_id=vm1/);
+    // Under TCG the agent runs from the image's V8 startup snapshot (docs/GUEST.md), not from the
+    // code cache that a refused snapshot falls back to.
+    const agentArgv = await c.sh("vm1", "tr '\\0' ' ' </proc/$(cat /run/vmc-agent.pid)/cmdline");
+    if (status.accel === "tcg") assert.match(agentArgv, /--snapshot-blob \/usr\/lib\/vmc\/agent\.blob/);
 
     // A ticker that writes to the serial console: the host sees each tick in console.log without
     // asking the guest, so "nothing advances while paused" is checked exactly.

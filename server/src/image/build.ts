@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { vmcHome } from "../config";
 import { fetchDeb, resolveDebs, sha256File, type DebPackage } from "./apt";
 import { S_IFCHR, entriesFromDir, writeCpio } from "./cpio";
-import { buildAgentCodeCache } from "./code-cache";
+import { buildAgentCodeCache, buildAgentSnapshot } from "./code-cache";
 import { moduleLoadOrder } from "./kmod";
 import { pvhKernel } from "./pvh";
 import { fetchNode } from "./node-dist";
@@ -67,7 +67,7 @@ async function resolveInputs(root: string, home: string, agentBundleOverride?: s
     kernel: kernel!,
     busybox: busybox!,
     libraries,
-    fingerprint: { format: 3, debs, node: recipe.node, agentSha256: agentSha, recipeFiles },
+    fingerprint: { format: 4, debs, node: recipe.node, agentSha256: agentSha, recipeFiles },
   };
 }
 
@@ -238,6 +238,10 @@ async function buildInto(out: string, id: string, inputs: Inputs, home: string, 
   await buildRootfs(rootfs, lx, inputs);
   const codeCache = await buildAgentCodeCache(join(rootfs, "lib", "vmc"), inputs.agentBundle, join(inputs.guestDir, "agent-loader.cjs"), join(rootfs, "bin", "node"));
   progress(codeCache.ok ? `agent code cache ${(codeCache.cacheBytes / 1024).toFixed(0)} KiB` : `no agent code cache (the guest compiles agent.mjs at boot): ${codeCache.reason}`);
+  if (codeCache.ok) {
+    const snapshot = await buildAgentSnapshot(join(rootfs, "lib", "vmc"), join(rootfs, "bin", "node"));
+    progress(snapshot.ok ? `agent startup snapshot ${(snapshot.blobBytes / 1048576).toFixed(1)} MiB` : `no agent startup snapshot (the guest evaluates the bundle at boot): ${snapshot.reason}`);
+  }
   await run("mke2fs", mke2fsArgs(rootfs, id, join(out, FILES.rootfs)), { env: { ...process.env, E2FSPROGS_FAKE_TIME: "1" } });
 
   progress("initramfs (busybox, kernel modules, init)");

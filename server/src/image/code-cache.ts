@@ -1,13 +1,30 @@
 /**
- * The agent's V8 code cache for the guest (guest/agent-loader.cjs). Parsing and compiling the
- * ~1 MB agent bundle under TCG is a large share of the boot, so the build converts the ESM bundle
- * to CommonJS (V8 code caches need a classic script; Node 20 has no ESM compile cache), runs it
- * once with the guest's own Node binary (a cache only loads into the Node/V8 that made it) and
- * stores the cache. Optional: without esbuild, or if anything fails, the guest runs agent.mjs.
+ * How the guest starts its agent fast. Parsing, compiling and evaluating the ~1 MB agent bundle
+ * under TCG is a large share of the boot, so the build converts the ESM bundle to CommonJS (V8
+ * code caches and startup snapshots need a classic script) and, with the guest's own Node binary
+ * (both only load into the Node/V8 that made them):
+ * - a V8 code cache of it (guest/agent-loader.cjs), which saves the compiling;
+ * - a startup snapshot (`node --build-snapshot`), the heap after the bundle's top level ran, which
+ *   saves the evaluating too. guest/vmc-agent starts the agent from it, and from the code cache
+ *   when it restarts the agent or Node flags are set.
+ * Both are optional: without esbuild, or if anything fails, the guest runs agent.mjs.
  */
-import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { run } from "./run";
+
+/**
+ * Node only loads a snapshot made by the same Node, with the same V8 flags, on a CPU with the same
+ * features V8 uses, and the guest's CPU is QEMU's `max` model under TCG, not this host's. So the
+ * snapshot is built by the guest's node running under qemu-user with that model (`qemu-x86_64
+ * -cpu max`, same features as the guest, measured: same cachedDataVersionTag). A KVM guest (`-cpu
+ * host`) refuses it and starts from the code cache.
+ */
+const QEMU_USER = "/usr/bin/qemu-x86_64";
+const GUEST_CPU = ["-cpu", "max"];
+
+/** What `node --snapshot-blob agent.blob -- --help` must print for the snapshot to be kept. */
+const USAGE_PREFIX = "usage: vmc agent";
 
 /** The first line scripts/build.mjs puts in ESM bundles; CommonJS has its own `require`. */
 const REQUIRE_SHIM = "import { createRequire as __vmcCreateRequire } from 'node:module'; const require = __vmcCreateRequire(import.meta.url);";
@@ -44,6 +61,28 @@ export async function buildAgentCodeCache(libDir: string, agentBundle: string, l
     return { ok: true, cacheBytes: readFileSync(cacheFile).length };
   } catch (e) {
     for (const f of [cjs, `${cjs}.cache`, join(libDir, "agent-loader.cjs")]) rmSync(f, { force: true });
+    return { ok: false, reason: e instanceof Error ? e.message : String(e) };
+  }
+}
+
+/**
+ * Writes `<libDir>/agent.blob`, a startup snapshot of `<libDir>/agent.cjs` (made by
+ * {@link buildAgentCodeCache}), and checks that it starts; returns why not when it cannot.
+ * The bundle's top level runs at build time and its heap goes to every guest, so module scope
+ * must hold nothing that differs per process (randomness such as randomUUID's pool, environment,
+ * time, pids); agent/src/main.ts defers all of the agent's work to the snapshot's main function.
+ */
+export async function buildAgentSnapshot(libDir: string, node: string): Promise<{ ok: true; blobBytes: number } | { ok: false; reason: string }> {
+  const blob = join(libDir, "agent.blob");
+  const env = { PATH: "/usr/bin:/bin", HOME: libDir };
+  try {
+    if (!existsSync(QEMU_USER)) throw new Error(`${QEMU_USER} is missing (Debian package qemu-user)`);
+    await run(QEMU_USER, [...GUEST_CPU, node, "--snapshot-blob", blob, "--build-snapshot", join(libDir, "agent.cjs")], { env, cwd: libDir });
+    const usage = (await run(QEMU_USER, [...GUEST_CPU, node, "--snapshot-blob", blob, "--", "--help"], { env, cwd: libDir })).toString();
+    if (!usage.startsWith(USAGE_PREFIX)) throw new Error(`the snapshot does not start the agent (--help printed ${JSON.stringify(usage.slice(0, 80))})`);
+    return { ok: true, blobBytes: statSync(blob).size };
+  } catch (e) {
+    rmSync(blob, { force: true });
     return { ok: false, reason: e instanceof Error ? e.message : String(e) };
   }
 }

@@ -5,8 +5,9 @@
  * the self-contained dist/agent.mjs) need no second file.
  */
 import { createHash } from "node:crypto";
+import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
 import { isZero, sha256, zeroDigest } from "./digest";
 
 /** Below this many bytes a round trip to a worker costs more than hashing in place. */
@@ -141,7 +142,7 @@ export class HashPool {
   private spawn(): PoolWorker | undefined {
     let worker: Worker;
     try {
-      worker = new Worker(WORKER_SOURCE, { eval: true });
+      worker = new (workerThreads().Worker)(WORKER_SOURCE, { eval: true });
     } catch {
       this.broken = true;
       return undefined;
@@ -183,6 +184,15 @@ function defaultSize(): number {
 function inPlace(bytes: Buffer, checkZero: boolean): ChunkHash {
   if (checkZero && isZero(bytes)) return { bytes, digest: zeroDigest(bytes.length), zero: true };
   return { bytes, digest: sha256(bytes), zero: false };
+}
+
+/**
+ * worker_threads, loaded when the first worker starts rather than at import: the guest agent runs
+ * from a V8 startup snapshot (docs/GUEST.md), and Node 20 cannot carry worker_threads' main-thread
+ * state through one (its workers then die at their first process.cwd()).
+ */
+function workerThreads(): typeof import("node:worker_threads") {
+  return createRequire(import.meta.url)("node:worker_threads") as typeof import("node:worker_threads");
 }
 
 let shared: { pool: HashPool; setting: string | undefined } | undefined;
