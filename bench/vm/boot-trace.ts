@@ -5,6 +5,7 @@
  * agent's HELLO at the controller. Extra words (e.g. `loglevel=7 printk.time=1`) replace `quiet
  * loglevel=3`, so the kernel's own steps show too. VMC_BOOT_TRACE_IMAGES=dir1,dir2 boots those built
  * images (`$VMC_HOME/images/<id>`) in turn instead, `runs` times each: a same-run A/B of two layouts.
+ * It ends with each image's medians: QEMU start → HELLO, and the agent's start → HELLO.
  */
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
@@ -34,6 +35,7 @@ function imageFromDir(dir: string): BootImage {
 try {
   const dirs = process.env.VMC_BOOT_TRACE_IMAGES?.split(",").filter(Boolean) ?? [];
   const bases = dirs.length ? dirs.map(imageFromDir) : [await testImage()];
+  const results = new Map<string, { hello: number; agent: number }[]>(bases.map((b) => [b.id, []]));
   for (let i = 0; i < runs * bases.length; i++) {
     const base = bases[i % bases.length]!;
     const image = extra ? { ...base, cmdline: `${/loglevel=/.test(extra) ? base.cmdline.replace("quiet loglevel=3", "") : base.cmdline} ${extra}`.trim() } : base;
@@ -42,7 +44,12 @@ try {
     const load = loadavg()[0]!;
     await driver.create({ name, image, memoryMiB: 512, broker: { host: "127.0.0.1", port: broker.port }, controllerPublicKey: key, fromTemplate: false });
     const t0 = performance.now();
-    const mark = (what: string) => marks.push(`${(performance.now() - t0).toFixed(1).padStart(8)} ms  ${what}`);
+    let agentStart = Number.NaN;
+    const mark = (what: string) => {
+      const at = performance.now() - t0;
+      if (Number.isNaN(agentStart) && what.includes("vmc-init: agent start")) agentStart = at;
+      marks.push(`${at.toFixed(1).padStart(8)} ms  ${what}`);
+    };
     const consoleFile = driver.files(name).console;
     let seen = 0;
     const readConsole = () => {
@@ -61,6 +68,7 @@ try {
     mark("start() returned (QEMU daemonized)");
     await c.waitHello(name, 180_000, Date.now() - 60_000);
     mark("HELLO at the controller");
+    const hello = performance.now() - t0;
     // TCG's translation cache: a flush during the boot means code translated twice.
     const qmp = await QmpClient.connect(driver.files(name).qmp);
     const jit = String(await qmp.execute("human-monitor-command", { "command-line": "info jit" }));
@@ -72,7 +80,14 @@ try {
     readConsole();
     console.log(`\nrun ${i + 1}, image ${image.id}, load ${load.toFixed(2)} → ${loadavg()[0]!.toFixed(2)}`);
     for (const m of marks) console.log(m);
+    results.get(base.id)!.push({ hello, agent: hello - agentStart });
     await driver.delete(name, { force: true });
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const list = (xs: number[]) => `median ${median(xs).toFixed(0)} ms (${xs.map((x) => x.toFixed(0)).join(", ")})`;
+  console.log("");
+  for (const [id, rs] of results) {
+    console.log(`image ${id}: HELLO ${list(rs.map((r) => r.hello))}; agent start → HELLO ${list(rs.map((r) => r.agent))}`);
   }
 } finally {
   await c.close().catch(() => undefined);
