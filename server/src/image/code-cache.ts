@@ -6,7 +6,7 @@
  * - a V8 code cache of it (guest/agent-loader.cjs), which saves the compiling;
  * - a startup snapshot (`node --build-snapshot`), the heap after the bundle's top level ran, which
  *   saves the evaluating too. guest/vmc-agent starts the agent from it, and from the code cache
- *   when it restarts the agent or Node flags are set.
+ *   when it restarts the agent, Node flags are set or the CPU is not TCG's.
  * Both are optional: without esbuild, or if anything fails, the guest runs agent.mjs.
  */
 import { copyFileSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -18,7 +18,7 @@ import { run } from "./run";
  * features V8 uses, and the guest's CPU is QEMU's `max` model under TCG, not this host's. So the
  * snapshot is built by the guest's node running under qemu-user with that model (`qemu-x86_64
  * -cpu max`, same features as the guest, measured: same cachedDataVersionTag). A KVM guest (`-cpu
- * host`) refuses it and starts from the code cache.
+ * host`) would refuse it, so guest/vmc-agent starts one from the code cache.
  */
 const QEMU_USER = "/usr/bin/qemu-x86_64";
 const GUEST_CPU = ["-cpu", "max"];
