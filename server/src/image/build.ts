@@ -11,7 +11,7 @@ import { vmcHome } from "../config";
 import { fetchDeb, resolveDebs, sha256File, type DebPackage } from "./apt";
 import { S_IFCHR, entriesFromDir, writeCpio } from "./cpio";
 import { buildAgentCodeCache, buildAgentSnapshot } from "./code-cache";
-import { moduleLoadOrder } from "./kmod";
+import { moduleLoadOrder, stripModuleSignature } from "./kmod";
 import { pvhKernel } from "./pvh";
 import { fetchNode } from "./node-dist";
 import { RECIPE_FILES, loadRecipe, projectRoot, type Recipe } from "./recipe";
@@ -67,7 +67,7 @@ async function resolveInputs(root: string, home: string, agentBundleOverride?: s
     kernel: kernel!,
     busybox: busybox!,
     libraries,
-    fingerprint: { format: 4, debs, node: recipe.node, agentSha256: agentSha, recipeFiles },
+    fingerprint: { format: 5, debs, node: recipe.node, agentSha256: agentSha, recipeFiles },
   };
 }
 
@@ -339,6 +339,6 @@ async function buildInitramfsTree(dir: string, busybox: string, modules: { name:
   writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/var/lib/vmc/home:/bin/sh\n");
   writeFileSync(join(dir, "etc", "group"), "root:x:0:\n");
   writeFileSync(join(dir, "etc", "hosts"), "127.0.0.1 localhost\n10.0.2.100 broker\n");
-  for (const m of modules) copyFileSync(m.path, join(dir, "modules", `${m.name}.ko`));
+  for (const m of modules) writeFileSync(join(dir, "modules", `${m.name}.ko`), stripModuleSignature(readFileSync(m.path)));
   writeFileSync(join(dir, "modules", "order"), modules.map((m) => `${m.name}\n`).join(""));
 }
