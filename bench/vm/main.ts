@@ -55,19 +55,19 @@ try {
   }
   add("create (linked clone)", median(creates), "ms", 20, `qemu-img create ${median(peers).toFixed(1)} ms`);
 
-  // Cold boot to the agent's HELLO.
-  let t = performance.now();
-  await driver.start("clone0");
-  await c.waitHello("clone0", 180_000);
-  const cold = performance.now() - t;
-  // Same run, the machine layout before MACHINE_VERSION 2 (the NIC's iPXE ROM loaded at boot).
-  driver.store.update("clone1", (r) => void (r.driverData.machine = 1));
-  t = performance.now();
-  await driver.start("clone1");
-  await c.waitHello("clone1", 180_000);
-  const coldV1 = performance.now() - t;
-  await driver.delete("clone1", { force: true });
-  add("cold boot to agent ready (512 MiB)", cold, "ms", 3000, `layout v1 (NIC ROM) ${(coldV1 / 1000).toFixed(2)} s`);
+  // Cold boot to the agent's HELLO: one boot swings by seconds on this kind of host, so the median
+  // of three (clone0 stays up for the measures below, clone1 and clone2 are deleted).
+  const colds: number[] = [];
+  for (const name of ["clone0", "clone1", "clone2"]) {
+    const t = performance.now();
+    await driver.start(name);
+    await c.waitHello(name, 180_000);
+    colds.push(performance.now() - t);
+    if (name !== "clone0") await driver.delete(name, { force: true });
+  }
+  const cold = median(colds);
+  let t: number;
+  add("cold boot to agent ready (512 MiB, median of 3)", cold, "ms", 3000, `${colds.map((x) => x.toFixed(0)).join(", ")} ms`);
 
   // Pause / resume: the driver reuses its monitor connection between calls close together; the
   // peer is a new QMP connection per call with its round trips one after another (the path before).

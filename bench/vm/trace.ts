@@ -5,11 +5,15 @@
  * A logging TCP proxy sits between the guest's forwarded broker connection and the broker, so the
  * TCP connect (slirp + socat), every STOMP frame each way and the HELLO are timed; the console
  * log is polled every 5 ms for the guest's own lines (an agent built with extra stderr lines shows
- * its steps there, timed by the host).
+ * its steps there, timed by the host). VMC_TRACE_IMAGES=dir1,dir2 clones templates of those built
+ * images (`$VMC_HOME/images/<id>`) in turn, `runs` times each: a same-run A/B of two images, whose
+ * medians of create → HELLO close the output.
  */
 import { mkdirSync, readFileSync } from "node:fs";
 import { createServer, connect, type Socket } from "node:net";
 import { loadavg } from "node:os";
+import { join } from "node:path";
+import type { BootImage } from "@vmc/server/hypervisors/driver";
 import { QemuDriver } from "@vmc/server/hypervisors/qemu/driver";
 import { buildTemplate } from "@vmc/server/hypervisors/qemu/template";
 import { loadOrCreateControllerKeys } from "@vmc/server/store/keys";
@@ -26,6 +30,11 @@ const c = await startController(home, broker.url);
 const driver = new QemuDriver(home);
 const key = loadOrCreateControllerKeys(home).publicKey;
 
+function imageFromDir(dir: string): BootImage {
+  const m = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as { id: string; cmdline: string; files: Record<string, { name: string }> };
+  const file = (key: string) => join(dir, m.files[key]!.name);
+  return { id: m.id, kernel: file("kernel"), initrd: file("initrd"), rootfs: file("rootfs"), baseDisk: file("baseDisk"), cmdline: m.cmdline };
+}
 let t0 = 0;
 let marks: string[] = [];
 const mark = (what: string) => marks.push(`${(performance.now() - t0).toFixed(1).padStart(8)} ms  ${what}`);
@@ -50,10 +59,15 @@ const proxy = createServer((guest: Socket) => {
 await new Promise<void>((r) => proxy.listen(proxyPort, "127.0.0.1", r));
 
 try {
-  const image = await testImage();
-  const template = await buildTemplate(home, image, { memoryMiB: 512, cpus: 1 });
-  console.error(`template ${template.dir} (boot ${template.bootMs} ms)`);
-  for (let i = 0; i < runs; i++) {
+  const dirs = process.env.VMC_TRACE_IMAGES?.split(",").filter(Boolean) ?? [];
+  const images = dirs.length ? dirs.map(imageFromDir) : [await testImage()];
+  const results = new Map<string, number[]>(images.map((i) => [i.id, []]));
+  for (const image of images) {
+    const template = await buildTemplate(home, image, { memoryMiB: 512, cpus: 1 });
+    console.error(`template ${template.dir} (boot ${template.bootMs} ms)`);
+  }
+  for (let i = 0; i < runs * images.length; i++) {
+    const image = images[i % images.length]!;
     const name = `trace${Date.now().toString(36)}`;
     marks = [];
     const load = loadavg()[0]!;
@@ -75,14 +89,18 @@ try {
     await driver.start(name);
     mark("start() returned (running)");
     const hello = await c.waitHello(name, 60_000, Date.now() - 5 * 60_000);
+    results.get(image.id)!.push(performance.now() - t0);
     mark(`HELLO at the controller (sentAt guest-clock skew ${Date.now() - hello.sentAt} ms)`);
     clearInterval(poll);
     readConsole();
     const acked = driver.store.read(name).driverData.identityAcked;
-    console.log(`\nrun ${i + 1}, load ${load.toFixed(2)} → ${loadavg()[0]!.toFixed(2)}, identityAcked ${String(acked)}`);
+    console.log(`\nrun ${i + 1}, image ${image.id}, load ${load.toFixed(2)} → ${loadavg()[0]!.toFixed(2)}, identityAcked ${String(acked)}`);
     for (const m of marks) console.log(m);
     await driver.delete(name, { force: true });
   }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  console.log("");
+  for (const [id, xs] of results) console.log(`image ${id}: create → HELLO median ${median(xs).toFixed(0)} ms (${xs.map((x) => x.toFixed(0)).join(", ")})`);
 } finally {
   proxy.close();
   await c.close().catch(() => undefined);
