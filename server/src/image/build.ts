@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { vmcHome } from "../config";
 import { fetchDeb, resolveDebs, sha256File, type DebPackage } from "./apt";
 import { S_IFCHR, entriesFromDir, writeCpio } from "./cpio";
-import { buildAgentCodeCache, buildAgentSnapshot } from "./code-cache";
+import { buildAgentCodeCache, buildAgentSnapshot, snapshotBuilder } from "./code-cache";
 import { moduleLoadOrder, stripModuleSignature } from "./kmod";
 import { pvhKernel } from "./pvh";
 import { fetchNode } from "./node-dist";
@@ -67,7 +67,7 @@ async function resolveInputs(root: string, home: string, agentBundleOverride?: s
     kernel: kernel!,
     busybox: busybox!,
     libraries,
-    fingerprint: { format: 5, debs, node: recipe.node, agentSha256: agentSha, recipeFiles },
+    fingerprint: { format: 5, debs, node: recipe.node, agentSha256: agentSha, recipeFiles, snapshotBuilder: await snapshotBuilder() },
   };
 }
 

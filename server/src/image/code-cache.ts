@@ -23,6 +23,20 @@ import { run } from "./run";
 const QEMU_USER = "/usr/bin/qemu-x86_64";
 const GUEST_CPU = ["-cpu", "max"];
 
+/**
+ * The snapshot's builder as it goes into the image id: qemu-user's version line (its `max` model's
+ * features are the ones the blob is made for), or null when there is none and no blob is made. So
+ * installing or upgrading qemu-user rebuilds the image.
+ */
+export async function snapshotBuilder(): Promise<string | null> {
+  if (!existsSync(QEMU_USER)) return null;
+  try {
+    return (await run(QEMU_USER, ["--version"])).toString().split("\n")[0]!.trim();
+  } catch {
+    return null;
+  }
+}
+
 /** What `node --snapshot-blob agent.blob -- --help` must print for the snapshot to be kept. */
 const USAGE_PREFIX = "usage: vmc agent";
 
