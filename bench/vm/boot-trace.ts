@@ -9,14 +9,13 @@
  */
 import { readFileSync } from "node:fs";
 import { loadavg } from "node:os";
-import { join } from "node:path";
-import type { BootImage } from "@vmc/server/hypervisors/driver";
 import { QemuDriver } from "@vmc/server/hypervisors/qemu/driver";
 import { QmpClient } from "@vmc/server/hypervisors/qemu/qmp";
 import { loadOrCreateControllerKeys } from "@vmc/server/store/keys";
 import { startEmbeddedBroker } from "../../test/harness/embedded-broker";
 import { freePort } from "../../test/harness/ports";
 import { removeHome, startController, tempHome, testImage } from "../../test/vm/harness";
+import { imageFromDir, median } from "./images";
 
 const runs = Number(process.argv[2] ?? 1);
 const extra = process.argv.slice(3).join(" ");
@@ -26,11 +25,6 @@ const c = await startController(home, broker.url);
 const driver = new QemuDriver(home);
 const key = loadOrCreateControllerKeys(home).publicKey;
 
-function imageFromDir(dir: string): BootImage {
-  const m = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as { id: string; cmdline: string; files: Record<string, { name: string }> };
-  const file = (key: string) => join(dir, m.files[key]!.name);
-  return { id: m.id, kernel: file("kernel"), initrd: file("initrd"), rootfs: file("rootfs"), baseDisk: file("baseDisk"), cmdline: m.cmdline };
-}
 
 try {
   const dirs = process.env.VMC_BOOT_TRACE_IMAGES?.split(",").filter(Boolean) ?? [];
@@ -83,7 +77,6 @@ try {
     results.get(base.id)!.push({ hello, agent: hello - agentStart });
     await driver.delete(name, { force: true });
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const list = (xs: number[]) => `median ${median(xs).toFixed(0)} ms (${xs.map((x) => x.toFixed(0)).join(", ")})`;
   console.log("");
   for (const [id, rs] of results) {

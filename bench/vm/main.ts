@@ -16,9 +16,9 @@ import { loadOrCreateControllerKeys } from "@vmc/server/store/keys";
 import { startEmbeddedBroker } from "../../test/harness/embedded-broker";
 import { freePort } from "../../test/harness/ports";
 import { removeHome, startController, tempHome, testImage } from "../../test/vm/harness";
+import { median } from "./images";
 
 const quick = process.env.VMC_BENCH_QUICK === "1";
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
 const rows: { what: string; value: number; unit: string; goal?: number; peer?: string }[] = [];
 const add = (what: string, value: number, unit: string, goal?: number, peer?: string) => {
   rows.push({ what, value, unit, ...(goal !== undefined ? { goal } : {}), ...(peer ? { peer } : {}) });

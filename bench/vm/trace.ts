@@ -12,14 +12,13 @@
 import { mkdirSync, readFileSync } from "node:fs";
 import { createServer, connect, type Socket } from "node:net";
 import { loadavg } from "node:os";
-import { join } from "node:path";
-import type { BootImage } from "@vmc/server/hypervisors/driver";
 import { QemuDriver } from "@vmc/server/hypervisors/qemu/driver";
 import { buildTemplate } from "@vmc/server/hypervisors/qemu/template";
 import { loadOrCreateControllerKeys } from "@vmc/server/store/keys";
 import { startEmbeddedBroker } from "../../test/harness/embedded-broker";
 import { freePort } from "../../test/harness/ports";
 import { removeHome, startController, tempHome, testImage } from "../../test/vm/harness";
+import { imageFromDir, median } from "./images";
 
 const runs = Number(process.argv[2] ?? 3);
 const keep = process.env.VMC_TRACE_HOME;
@@ -30,11 +29,6 @@ const c = await startController(home, broker.url);
 const driver = new QemuDriver(home);
 const key = loadOrCreateControllerKeys(home).publicKey;
 
-function imageFromDir(dir: string): BootImage {
-  const m = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")) as { id: string; cmdline: string; files: Record<string, { name: string }> };
-  const file = (key: string) => join(dir, m.files[key]!.name);
-  return { id: m.id, kernel: file("kernel"), initrd: file("initrd"), rootfs: file("rootfs"), baseDisk: file("baseDisk"), cmdline: m.cmdline };
-}
 let t0 = 0;
 let marks: string[] = [];
 const mark = (what: string) => marks.push(`${(performance.now() - t0).toFixed(1).padStart(8)} ms  ${what}`);
@@ -98,7 +92,6 @@ try {
     for (const m of marks) console.log(m);
     await driver.delete(name, { force: true });
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   console.log("");
   for (const [id, xs] of results) console.log(`image ${id}: create → HELLO median ${median(xs).toFixed(0)} ms (${xs.map((x) => x.toFixed(0)).join(", ")})`);
 } finally {
