@@ -44,6 +44,7 @@ test("a changed agent bundle builds a new image and keeps the old one", async (t
   const next = await testImage({ agentBundle: changed, onProgress: (m) => log.push(m) });
   assert.notEqual(next.id, base.id);
   assert.ok(log.some((m) => m.startsWith("built ")), log.join("\n"));
+  assert.ok(log.some((m) => /^kernel \S+ from the cache/.test(m)), `the guest kernel must come from its cache, not be compiled again:\n${log.join("\n")}`);
   const manifest = JSON.parse(readFileSync(join(next.dir, "manifest.json"), "utf8")) as Manifest;
   assert.equal((manifest.inputs as { agentSha256: string }).agentSha256, await sha256File(changed));
   assert.ok((await verifyEntry(base.dir)).ok, "the previous image must stay usable (VM overlays point at its base disk)");

@@ -12,8 +12,8 @@ import { Qmp } from "@vmc/server/image/qmp";
 import { run } from "@vmc/server/image/run";
 import { executable } from "../harness/components";
 
-/** `$VMC_HOME` for image tests: in the temp dir, kept between runs as a cache (debs, node, images). */
-export const imageTestHome = join(tmpdir(), "vmc-test-image-home");
+/** `$VMC_HOME` for image tests: in the temp dir, kept between runs as a cache (debs, node, kernels, images); scripts/test.mjs builds the image there first. */
+export const imageTestHome = process.env.VMC_TEST_IMAGE_HOME ?? join(tmpdir(), "vmc-test-image-home");
 
 export const qemuPresent = () => executable("/usr/bin/qemu-system-x86_64") && executable("/usr/bin/qemu-img");
 export const imageToolsPresent = () => ["/usr/bin/apt-get", "/usr/sbin/mke2fs", "/usr/bin/zstd"].every(executable);

@@ -11,6 +11,7 @@ import { vmcHome } from "../config";
 import { fetchDeb, resolveDebs, sha256File, type DebPackage } from "./apt";
 import { S_IFCHR, entriesFromDir, writeCpio } from "./cpio";
 import { buildAgentCodeCache, buildAgentSnapshot, snapshotBuilder } from "./code-cache";
+import { ensureKernel, kernelCacheDir, kernelKey } from "./kernel";
 import { moduleLoadOrder, stripModuleSignature } from "./kmod";
 import { pvhKernel } from "./pvh";
 import { fetchNode } from "./node-dist";
@@ -55,10 +56,11 @@ async function resolveInputs(root: string, home: string, agentBundleOverride?: s
   } catch {
     // an installed bundle without the agent sources: the checksum still tells versions apart
   }
-  const [kernel, busybox, ...libraries] = await resolveDebs(recipe.kernelPackage, [recipe.busyboxPackage, ...recipe.libraryPackages], join(home, "cache", "apt-candidates.json"));
+  const [kernel, busybox, ...libraries] = await resolveDebs(recipe.kernel.package, [recipe.busyboxPackage, ...recipe.libraryPackages], join(home, "cache", "apt-candidates.json"));
   const recipeFiles: Record<string, string> = {};
   for (const f of RECIPE_FILES) recipeFiles[f] = createHash("sha256").update(readFileSync(join(guestDir, f))).digest("hex");
   const debs = [kernel!, busybox!, ...libraries].map((d) => ({ name: d.name, version: d.version, sha256: d.sha256 }));
+  const kernelBuild = recipe.kernel.kind === "source" ? await kernelKey(kernel!.sha256, readFileSync(join(guestDir, recipe.kernel.config), "utf8")) : null;
   return {
     recipe,
     guestDir,
@@ -67,7 +69,7 @@ async function resolveInputs(root: string, home: string, agentBundleOverride?: s
     kernel: kernel!,
     busybox: busybox!,
     libraries,
-    fingerprint: { format: 5, debs, node: recipe.node, agentSha256: agentSha, recipeFiles, snapshotBuilder: await snapshotBuilder() },
+    fingerprint: { format: 6, debs, kernelBuild, node: recipe.node, agentSha256: agentSha, recipeFiles, snapshotBuilder: await snapshotBuilder() },
   };
 }
 
@@ -214,25 +216,16 @@ async function buildInto(out: string, id: string, inputs: Inputs, home: string, 
   const [kernelDeb, busyboxDeb, ...libDebs] = debFiles as string[];
 
   progress("unpacking packages");
-  const kx = join(work, "kernel");
   const bx = join(work, "busybox");
   const lx = join(work, "libs");
   const rootfs = join(work, "rootfs");
   mkdirSync(join(rootfs, "bin"), { recursive: true });
-  await Promise.all([
-    run("dpkg-deb", ["-x", kernelDeb!, kx]),
+  const [kernel] = await Promise.all([
+    guestKernel(kernelDeb!, inputs, out, work, progress),
     run("dpkg-deb", ["-x", busyboxDeb!, bx]),
     ...libDebs.map((d) => run("dpkg-deb", ["-x", d, lx])),
     run("tar", ["-xzf", nodeTgz!, "-C", join(rootfs, "bin"), "--strip-components=2", "package/bin/node"]),
   ]);
-
-  const release = readdirSync(join(kx, "lib", "modules"))[0];
-  const vmlinuz = readdirSync(join(kx, "boot")).find((f) => f.startsWith("vmlinuz-"));
-  if (!release || !vmlinuz) throw new Error(`${inputs.kernel.name}: no kernel or modules inside`);
-  const bzImage = readFileSync(join(kx, "boot", vmlinuz));
-  const pvh = await pvhKernel(bzImage);
-  writeFileSync(join(out, FILES.kernel), pvh.ok ? pvh.vmlinux : bzImage);
-  progress(pvh.ok ? `kernel: PVH entry, uncompressed vmlinux (${pvh.format} payload of ${vmlinuz})` : `kernel: ${vmlinuz} as is (${pvh.reason})`);
 
   progress("read-only system disk (node, libraries, agent)");
   await buildRootfs(rootfs, lx, inputs);
@@ -244,11 +237,9 @@ async function buildInto(out: string, id: string, inputs: Inputs, home: string, 
   }
   await run("mke2fs", mke2fsArgs(rootfs, id, join(out, FILES.rootfs)), { env: { ...process.env, E2FSPROGS_FAKE_TIME: "1" } });
 
-  progress("initramfs (busybox, kernel modules, init)");
-  const modules = moduleLoadOrder(join(kx, "lib", "modules", release), recipe.modules);
-  progress(`kernel ${release}; modules: ${modules.map((m) => m.name).join(" ")}`);
+  progress(`initramfs (busybox, init${kernel.modules.length ? `, modules ${kernel.modules.map((m) => m.name).join(" ")}` : ""})`);
   const initrdDir = join(work, "initramfs");
-  await buildInitramfsTree(initrdDir, join(bx, "bin", "busybox"), modules, inputs.guestDir);
+  await buildInitramfsTree(initrdDir, join(bx, "bin", "busybox"), kernel.modules, inputs.guestDir);
   const cpio = writeCpio([...entriesFromDir(initrdDir), { name: "dev/console", mode: S_IFCHR | 0o600, rdev: { major: 5, minor: 1 } }]);
   writeFileSync(join(out, FILES.initrd), await run("zstd", ["-q", "-9", "-c"], { input: cpio }));
 
@@ -275,7 +266,7 @@ async function buildInto(out: string, id: string, inputs: Inputs, home: string, 
     builtAt: new Date().toISOString(),
     cmdline: recipe.cmdline,
     agentVersion: inputs.agentVersion,
-    kernelRelease: release,
+    kernelRelease: kernel.release,
     inputs: inputs.fingerprint,
     files,
   };
@@ -283,6 +274,35 @@ async function buildInto(out: string, id: string, inputs: Inputs, home: string, 
   const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
   progress(`built ${id} in ${((Date.now() - started) / 1000).toFixed(1)} s: kernel ${mib(files.kernel.size)}, initrd ${mib(files.initrd.size)}, rootfs ${mib(files.rootfs.size)}, base ${mib(files.baseDisk.size)}`);
   return manifest;
+}
+
+/**
+ * The image's kernel file, written to `out`: a vmlinux built from the source package (cached across
+ * images), or the binary package's, made PVH-bootable where it can be, and the modules to load.
+ */
+async function guestKernel(deb: string, inputs: Inputs, out: string, work: string, progress: (m: string) => void): Promise<{ release: string; modules: { name: string; path: string }[] }> {
+  const k = inputs.recipe.kernel;
+  if (k.kind === "source") {
+    const built = await ensureKernel({
+      key: inputs.fingerprint.kernelBuild as string,
+      sourceDeb: deb,
+      fragment: readFileSync(join(inputs.guestDir, k.config), "utf8"),
+      cacheDir: kernelCacheDir(),
+      progress,
+    });
+    copyFileSync(built.vmlinux, join(out, FILES.kernel));
+    return { release: built.release, modules: [] };
+  }
+  const kx = join(work, "kernel");
+  await run("dpkg-deb", ["-x", deb, kx]);
+  const release = readdirSync(join(kx, "lib", "modules"))[0];
+  const vmlinuz = readdirSync(join(kx, "boot")).find((f) => f.startsWith("vmlinuz-"));
+  if (!release || !vmlinuz) throw new Error(`${inputs.kernel.name}: no kernel or modules inside`);
+  const bzImage = readFileSync(join(kx, "boot", vmlinuz));
+  const pvh = await pvhKernel(bzImage);
+  writeFileSync(join(out, FILES.kernel), pvh.ok ? pvh.vmlinux : bzImage);
+  progress(pvh.ok ? `kernel: PVH entry, uncompressed vmlinux (${pvh.format} payload of ${vmlinuz})` : `kernel: ${vmlinuz} as is (${pvh.reason})`);
+  return { release, modules: moduleLoadOrder(join(kx, "lib", "modules", release), k.modules) };
 }
 
 function mke2fsArgs(src: string, id: string, target: string): string[] {
@@ -318,7 +338,7 @@ async function buildRootfs(usr: string, libsExtract: string, inputs: Inputs): Pr
 }
 
 async function buildInitramfsTree(dir: string, busybox: string, modules: { name: string; path: string }[], guestDir: string): Promise<void> {
-  for (const d of ["bin", "dev", "proc", "sys", "run", "tmp", "usr", "var/lib/vmc", "root", "etc/acpi/PWRF", "modules"]) mkdirSync(join(dir, d), { recursive: true });
+  for (const d of ["bin", "dev", "proc", "sys", "run", "tmp", "usr", "var/lib/vmc", "root", "etc/acpi/PWRF"]) mkdirSync(join(dir, d), { recursive: true });
   chmodSync(join(dir, "tmp"), 0o1777);
   copyFileSync(busybox, join(dir, "bin", "busybox"));
   chmodSync(join(dir, "bin", "busybox"), 0o755);
@@ -339,6 +359,8 @@ async function buildInitramfsTree(dir: string, busybox: string, modules: { name:
   writeFileSync(join(dir, "etc", "passwd"), "root:x:0:0:root:/var/lib/vmc/home:/bin/sh\n");
   writeFileSync(join(dir, "etc", "group"), "root:x:0:\n");
   writeFileSync(join(dir, "etc", "hosts"), "127.0.0.1 localhost\n10.0.2.100 broker\n");
+  if (modules.length === 0) return;
+  mkdirSync(join(dir, "modules"));
   for (const m of modules) writeFileSync(join(dir, "modules", `${m.name}.ko`), stripModuleSignature(readFileSync(m.path)));
   writeFileSync(join(dir, "modules", "order"), modules.map((m) => `${m.name}\n`).join(""));
 }
