@@ -163,7 +163,7 @@ async function build(tmp: string, o: { key: string; sourceDeb: string; fragment:
   if (unmet.length) throw new Error(`kernel config: Kconfig did not keep ${unmet.length} option(s) of the fragment (missing dependencies?):\n  ${unmet.join("\n  ")}`);
 
   const jobs = availableParallelism();
-  o.progress(`kernel: compiling (make -j${jobs} vmlinux; ~6 min on two cores, once per source and config)`);
+  o.progress(`kernel: compiling (make -j${jobs} vmlinux; 6-13 min on two cores, once per source and config)`);
   await make(tree, ["-j", String(jobs), "vmlinux"], env, (files) => o.progress(`kernel: ${files} files compiled, ${((Date.now() - started) / 1000).toFixed(0)} s`));
   const release = (await run("make", ["-s", "kernelrelease"], { cwd: tree, env })).toString().trim();
   if (!hasPvhNote(readFileSync(join(tree, "vmlinux")))) throw new Error("kernel: the built vmlinux has no PVH entry note (is CONFIG_PVH in the fragment?)");
