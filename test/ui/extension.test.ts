@@ -143,7 +143,10 @@ describe("VS Code extension in a real workbench, on a real QEMU VM", { timeout: 
       const started = Date.now();
       await w.typeInTerminal("sleep 100\r");
       await w.row("Commands", /, running$/).waitFor({ state: "visible", timeout: 60_000 });
-      assert.match(await controller!.sh(VM, "ps -o args | grep '^sleep 100' || true", 30_000), /sleep 100/, "the sleep runs in the guest");
+      // The row turns "running" when the agent hands the command to its waiting wrapper, whose exec
+      // of sleep follows a moment later: the guest looks for it until it shows, for at most 10 s.
+      const findSleep = "i=0; until ps -o args | grep '^sleep 100' || [ $((i += 1)) -gt 200 ]; do usleep 50000; done; true";
+      assert.match(await controller!.sh(VM, findSleep, 30_000), /sleep 100/, "the sleep runs in the guest");
       await w.page.keyboard.press("Control+c");
       await w.waitTerminal(/\[cancelled\b[^\]]*\]\s*\n.*vm1\$/, 30_000);
       assert.ok(Date.now() - started < 90_000, "cancelled long before the sleep would have ended");

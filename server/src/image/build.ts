@@ -28,6 +28,8 @@ interface Inputs {
   agentBundle: string;
   agentVersion: string;
   kernel: DebPackage;
+  /** Cache key of the kernel built from `kernel` when the recipe's kernel is a source package, else null. */
+  kernelKey: string | null;
   busybox: DebPackage;
   libraries: DebPackage[];
   /** Everything that determines the image, hashed into its id. */
@@ -60,16 +62,17 @@ async function resolveInputs(root: string, home: string, agentBundleOverride?: s
   const recipeFiles: Record<string, string> = {};
   for (const f of RECIPE_FILES) recipeFiles[f] = createHash("sha256").update(readFileSync(join(guestDir, f))).digest("hex");
   const debs = [kernel!, busybox!, ...libraries].map((d) => ({ name: d.name, version: d.version, sha256: d.sha256 }));
-  const kernelBuild = recipe.kernel.kind === "source" ? await kernelKey(kernel!.sha256, readFileSync(join(guestDir, recipe.kernel.config), "utf8")) : null;
+  const builtKernel = recipe.kernel.kind === "source" ? await kernelKey(kernel!.sha256, readFileSync(join(guestDir, recipe.kernel.config), "utf8")) : null;
   return {
     recipe,
     guestDir,
     agentBundle,
     agentVersion: `${pkgVersion}+${agentSha.slice(0, 8)}`,
     kernel: kernel!,
+    kernelKey: builtKernel,
     busybox: busybox!,
     libraries,
-    fingerprint: { format: 6, debs, kernelBuild, node: recipe.node, agentSha256: agentSha, recipeFiles, snapshotBuilder: await snapshotBuilder() },
+    fingerprint: { format: 6, debs, kernelBuild: builtKernel, node: recipe.node, agentSha256: agentSha, recipeFiles, snapshotBuilder: await snapshotBuilder() },
   };
 }
 
@@ -284,7 +287,7 @@ async function guestKernel(deb: string, inputs: Inputs, out: string, work: strin
   const k = inputs.recipe.kernel;
   if (k.kind === "source") {
     const built = await ensureKernel({
-      key: inputs.fingerprint.kernelBuild as string,
+      key: inputs.kernelKey!, // set by resolveInputs for every source kernel
       sourceDeb: deb,
       fragment: readFileSync(join(inputs.guestDir, k.config), "utf8"),
       cacheDir: kernelCacheDir(),

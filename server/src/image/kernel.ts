@@ -97,8 +97,11 @@ export async function ensureKernel(o: {
   writeFileSync(join(tmp, "owner"), String(process.pid));
   try {
     const built = await build(tmp, o);
-    rmSync(entry, { recursive: true, force: true });
-    renameSync(built, entry);
+    // Another process may have finished the same kernel meanwhile: its entry stays, as it may be in use.
+    if (!readEntry(entry)) {
+      rmSync(entry, { recursive: true, force: true });
+      renameSync(built, entry);
+    }
     return readEntry(entry) ?? Promise.reject(new Error(`kernel cache entry ${entry} unreadable right after the build`));
   } finally {
     rmSync(tmp, { recursive: true, force: true });

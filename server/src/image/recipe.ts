@@ -5,7 +5,7 @@ import { fileURLToPath } from "node:url";
 
 /**
  * Where the guest kernel comes from: built from Debian's kernel source package with a config
- * fragment of guest/ (the default: boots ~1.5 s faster under TCG, needs a compiler and ~6 min
+ * fragment of guest/ (the default: boots ~1.5 s faster under TCG, needs a compiler and 6-13 min
  * once), or Debian's binary kernel package and the modules to load from it.
  */
 export type KernelRecipe =

@@ -14,9 +14,9 @@ export interface GuestImage {
   id: string;
   /** `$VMC_HOME/images/<id>`. */
   dir: string;
-  /** Linux kernel, Debian's cloud kernel: an uncompressed PVH-bootable vmlinux, else its bzImage (image/pvh.ts). */
+  /** Linux kernel: an uncompressed PVH-bootable vmlinux built from Debian's source (image/kernel.ts), or Debian's binary kernel (PVH vmlinux or bzImage, image/pvh.ts). */
   kernel: string;
-  /** Compressed initramfs (busybox, modules, /init). */
+  /** Compressed initramfs (busybox, /init; the modules of a binary kernel). */
   initrd: string;
   /** Read-only ext4 disk shared by all VMs: Node, its libraries and the agent. Attach with `readonly=on`. */
   rootfs: string;
