@@ -15,6 +15,7 @@ import { errorKind } from "./refusal";
 import type { Frame } from "./frame";
 import type { UserTable } from "./auth";
 import type { ParserLimits } from "./parser";
+import { pidAlive } from "../pid";
 
 export interface BrokerLimits extends ParserLimits {
   maxConnections: number;
@@ -437,7 +438,7 @@ function lockDataDir(dir: string): void {
     // exists: stale (kill -9) or another live broker
   }
   const pid = Number(readFileSync(file, "utf8").trim());
-  if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && alive(pid)) throw new Error(`data dir ${dir} is in use by broker pid ${pid}`);
+  if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) throw new Error(`data dir ${dir} is in use by broker pid ${pid}`);
   writeFileSync(file, `${process.pid}\n`);
 }
 
@@ -447,15 +448,6 @@ function unlockDataDir(dir: string): void {
     if (readFileSync(file, "utf8").trim() === String(process.pid)) rmSync(file, { force: true });
   } catch {
     // already gone
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

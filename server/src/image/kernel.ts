@@ -12,6 +12,7 @@ import { availableParallelism, homedir } from "node:os";
 import { join } from "node:path";
 import { hasPvhNote } from "./pvh";
 import { run } from "./run";
+import { pidAlive } from "../pid";
 
 /** Bumped when the build steps change what comes out for the same inputs. */
 const BUILD_FORMAT = 1;
@@ -129,16 +130,7 @@ function removeAbandoned(cacheDir: string): void {
     } catch {
       // no owner: not a build of this code, or one killed before it began
     }
-    if (!(owner > 0 && alive(owner))) rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
+    if (!(owner > 0 && pidAlive(owner))) rmSync(dir, { recursive: true, force: true });
   }
 }
 

@@ -19,6 +19,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { z } from "zod";
 import { DriverName, VmName } from "@vmc/protocol";
 import { alreadyExists, unknownVm } from "../hypervisors/errors";
+import { pidAlive } from "../pid";
 
 export const VmRecord = z.object({
   name: VmName,
@@ -47,15 +48,6 @@ const RECORD = "vm.json";
 const LOCK = "lock";
 /** Unix socket paths are limited to 108 bytes; longer ones move to a short per-VM runtime dir. */
 const MAX_SOCKET_PATH = 100;
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 export class VmStore {
   readonly root: string;

@@ -17,17 +17,12 @@ import { VmStore, writeAtomic, type VmRecord } from "../../store/vms";
 import type { Disposable, Driver, DriverFactory, DriverFeatures, SnapshotInfo, StopOptions, VmSpec, VmStateEvent, VmStatus } from "../driver";
 import { alreadyExists, hypervisorFailed, invalidState, unknownSnapshot } from "../errors";
 import { cgroupFrozen, processStopped, removeCgroup, setCgroupFrozen, signalTree, vmCgroup } from "./freezer";
+import { pidAlive } from "../../pid";
 
 const SNAPSHOT_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return !processZombie(pid);
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
+/** A process that exited but was not reaped yet (a zombie) counts as gone. */
+const processRunning = (pid: number) => pidAlive(pid) && !processZombie(pid);
 
 function processZombie(pid: number): boolean {
   try {
@@ -96,7 +91,7 @@ export class ProcessDriver implements Driver {
   private livePid(name: string): number | undefined {
     try {
       const pid = Number.parseInt(readFileSync(this.paths(name).pid, "utf8"), 10);
-      return pid > 0 && pidAlive(pid) ? pid : undefined;
+      return pid > 0 && processRunning(pid) ? pid : undefined;
     } catch {
       return undefined;
     }
@@ -163,11 +158,11 @@ export class ProcessDriver implements Driver {
     if (!options.force) {
       signalTree(pid, "SIGTERM");
       const deadline = Date.now() + (options.timeoutMs ?? 10_000);
-      while (pidAlive(pid) && Date.now() < deadline) await sleep(20);
+      while (processRunning(pid) && Date.now() < deadline) await sleep(20);
     }
-    if (pidAlive(pid)) {
+    if (processRunning(pid)) {
       signalTree(pid, "SIGKILL");
-      for (let i = 0; i < 250 && pidAlive(pid); i++) await sleep(20);
+      for (let i = 0; i < 250 && processRunning(pid); i++) await sleep(20);
     }
     rmSync(this.paths(name).pid, { force: true });
     removeCgroup(cg);

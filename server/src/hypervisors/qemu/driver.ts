@@ -21,6 +21,7 @@ import { findTemplate, type Template } from "./template";
 import { createOverlay } from "./overlay";
 import { controlMonitors } from "./monitors";
 import { freeLoopbackPort } from "../ports";
+import { pidAlive } from "../../pid";
 
 export const SNAPSHOT_NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/;
 const DEFAULT_MEMORY_MIB = 512;
@@ -80,15 +81,6 @@ export interface VmFiles {
   qmp: string;
   events: string;
   identity: string;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /** True when `pid` is a QEMU process (not a recycled pid now used by something else). */
