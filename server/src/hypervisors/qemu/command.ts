@@ -45,9 +45,11 @@ export interface QemuLaunch {
 
 /**
  * Version 2 drops the NIC's iPXE option ROM (the firmware would load and run it at every boot;
- * the kernel is booted directly). Version 1 (no field) is the layout of VMs made before.
+ * the kernel is booted directly). Version 3 starts qboot, QEMU's minimal firmware, instead of
+ * SeaBIOS: it only loads the kernel and the ACPI tables, ~0.15-0.3 s sooner under TCG. Version 1
+ * (no field) is the layout of VMs made before.
  */
-export const MACHINE_VERSION = 2;
+export const MACHINE_VERSION = 3;
 
 /** The per-VM words appended to the image's kernel command line (read by the agent). */
 export function identityWords(agentId: string, controllerPublicKey: string): string {
@@ -80,6 +82,8 @@ export function qemuArgs(l: QemuLaunch): string[] {
       : []),
     "-smp", String(l.cpus),
     "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+    // A bare name: QEMU looks in its own data directory (Debian's qemu-system-data ships it).
+    ...((l.machine ?? 1) >= 3 ? ["-bios", "qboot.rom"] : []),
     "-kernel", l.kernel,
     "-initrd", l.initrd,
     "-append", l.append,
