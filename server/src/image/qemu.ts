@@ -22,7 +22,7 @@ export function guestQemuArgs(image: GuestImage, o: GuestBootOptions): string[] 
   const fwd = `guestfwd=tcp:10.0.2.100:61613-cmd:socat STDIO TCP:127.0.0.1:${o.brokerPort}`;
   return [
     "-machine", "q35", "-accel", o.accel ?? "tcg", "-cpu", "max", "-m", String(o.memoryMiB ?? 512), "-smp", "1",
-    "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+    "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-bios", "qboot.rom",
     "-serial", `file:${o.serialLog}`, "-monitor", "none",
     "-qmp", `unix:${o.qmpSocket},server=on,wait=off`,
     "-kernel", image.kernel, "-initrd", image.initrd, "-append", `${image.cmdline} ${o.vmcWords}`,
