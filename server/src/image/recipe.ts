@@ -21,7 +21,7 @@ export interface Recipe {
   stateDiskMiB: number;
 }
 
-/** Files of guest/ copied into the image; all of them are inputs of its hash. */
+/** Files of guest/ that are inputs of the image's hash; all but kernel.config are copied into it. */
 export const RECIPE_FILES = ["recipe.json", "kernel.config", "init", "inittab", "vmc-agent", "vmc-shutdown", "power-button", "agent-loader.cjs"] as const;
 
 /** The checkout (or installed package) root: the nearest ancestor holding guest/recipe.json. */
