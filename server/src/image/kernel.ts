@@ -5,7 +5,6 @@
  * so that image rebuilds (a new agent, a changed init) reuse it. A build takes 6-13 min on two
  * cores; progress is reported while it runs.
  */
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, homedir } from "node:os";
@@ -172,28 +171,13 @@ async function build(tmp: string, o: { key: string; sourceDeb: string; fragment:
   return out;
 }
 
-/** `make` with a progress callback every 30 s (counted from its "  CC " lines); rejects with the last lines of output. */
-function make(cwd: string, args: string[], env: NodeJS.ProcessEnv, onProgress: (files: number) => void): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("make", args, { cwd, env, stdio: ["ignore", "pipe", "pipe"] });
-    let files = 0;
-    let tail: string[] = [];
-    const take = (d: Buffer) => {
-      const lines = d.toString().split("\n");
-      files += lines.filter((l) => l.startsWith("  CC ")).length;
-      tail = [...tail, ...lines.filter((l) => l.trim())].slice(-20);
-    };
-    child.stdout.on("data", take);
-    child.stderr.on("data", take);
-    const timer = setInterval(() => onProgress(files), 30_000);
-    child.on("error", (e) => {
-      clearInterval(timer);
-      reject(new Error(`make: ${e.message}`));
-    });
-    child.on("close", (code, signal) => {
-      clearInterval(timer);
-      if (code === 0) resolve();
-      else reject(new Error(`make ${args.join(" ")} failed (${signal ?? `exit ${code}`}):\n${tail.join("\n")}`));
-    });
-  });
+/** `make` with a progress callback every 30 s, counted from its "  CC " lines. */
+async function make(cwd: string, args: string[], env: NodeJS.ProcessEnv, onProgress: (files: number) => void): Promise<void> {
+  let files = 0;
+  const timer = setInterval(() => onProgress(files), 30_000);
+  try {
+    await run("make", args, { cwd, env, onOutput: (d) => (files += d.toString().split("\n").filter((l) => l.startsWith("  CC ")).length) });
+  } finally {
+    clearInterval(timer);
+  }
 }
