@@ -88,7 +88,8 @@ const COMMAND_TYPES = new Set(["CMD_RUN", "CMD_INPUT", "CMD_CANCEL"]);
 
 function stderrLog(id: string): BusLogger {
   return (level, message) => {
-    if (level !== "debug") process.stderr.write(`vmc agent ${id} ${level}: ${message}\n`);
+    // VMC_AGENT_TRACE (kernel word vmc_agent_trace=1) shows the debug steps too: bench/vm/boot-trace.ts stamps them.
+    if (level !== "debug" || process.env.VMC_AGENT_TRACE) process.stderr.write(`vmc agent ${id} ${level}: ${message}\n`);
   };
 }
 
@@ -172,6 +173,7 @@ class Agent implements AgentHandle {
       }
     }, interval);
     this.heartbeat.unref();
+    this.log("debug", "plugins started, connecting");
     if (this.bus.connected) this.onConnected();
     this.bus.start();
   }
@@ -242,6 +244,7 @@ class Agent implements AgentHandle {
     };
     if (dataEndpoint) hello.dataEndpoint = dataEndpoint;
     this.publishPresence(hello);
+    this.log("debug", "HELLO sent");
   }
 
   private publishPresence(message: object): void {

@@ -11,6 +11,7 @@ import { AGENT_USAGE, resolveSettings } from "./settings";
 import { warmUp } from "./warm-up";
 
 export async function main(argv: string[]): Promise<number> {
+  if (process.env.VMC_AGENT_TRACE) process.stderr.write("vmc agent: main\n");
   if (argv.includes("-h") || argv.includes("--help")) {
     console.log(AGENT_USAGE);
     return 0;

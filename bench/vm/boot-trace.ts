@@ -3,7 +3,7 @@
  * `node --import tsx bench/vm/boot-trace.ts [runs] [extra kernel words]` boots the guest image
  * without a template and stamps every console line as it appears (polled every 5 ms), up to the
  * agent's HELLO at the controller. Extra words (e.g. `loglevel=7 printk.time=1`) replace `quiet
- * loglevel=3`, so the kernel's own steps show too. VMC_BOOT_TRACE_IMAGES=dir1,dir2 boots those built
+ * loglevel=3`, so the kernel's own steps show too; `vmc_agent_trace=1` shows the agent's start-up steps. VMC_BOOT_TRACE_IMAGES=dir1,dir2 boots those built
  * images (`$VMC_HOME/images/<id>`) in turn instead, `runs` times each: a same-run A/B of two layouts.
  * It ends with each image's medians: QEMU start → HELLO, and the agent's start → HELLO.
  */
@@ -68,7 +68,9 @@ try {
     const jit = String(await qmp.execute("human-monitor-command", { "command-line": "info jit" }));
     qmp.close();
     const pid = (await driver.status(name)).pid!;
-    mark(`QEMU RSS ${(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0) / 1024).toFixed(0)} MiB`);
+    const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+    const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(rollup)?.[1] ?? 0);
+    mark(`QEMU RSS ${(kib("Rss") / 1024).toFixed(0)} MiB, of which in huge pages ${(kib("AnonHugePages") / 1024).toFixed(0)} MiB`);
     mark(`info jit: ${jit.split("\n").filter((l) => /TB count|flush count|gen code size/i.test(l)).map((l) => l.trim()).join("; ")}`);
     clearInterval(poll);
     readConsole();

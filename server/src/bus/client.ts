@@ -443,6 +443,8 @@ export class BusClient {
 
   private openTransport(): TcpStompSocket["wrapper"] {
     const transport = openTcpStompSocket(this.address.host, this.address.port);
+    this.log("debug", `connecting to ${this.address.host}:${this.address.port}`);
+    transport.socket.once("connect", () => this.log("debug", "TCP connected, sending CONNECT"));
     const generation = ++this.generation;
     this.transport = transport;
     this.lastActivity = performance.now();
