@@ -88,8 +88,9 @@ const COMMAND_TYPES = new Set(["CMD_RUN", "CMD_INPUT", "CMD_CANCEL"]);
 
 function stderrLog(id: string): BusLogger {
   return (level, message) => {
-    // VMC_AGENT_TRACE (kernel word vmc_agent_trace=1) shows the debug steps too: bench/vm/boot-trace.ts stamps them.
-    if (level !== "debug" || process.env.VMC_AGENT_TRACE) process.stderr.write(`vmc agent ${id} ${level}: ${message}\n`);
+    // VMC_AGENT_TRACE (kernel word vmc_agent_trace=1) shows the debug steps too, with Node's uptime.
+    if (level !== "debug") process.stderr.write(`vmc agent ${id} ${level}: ${message}\n`);
+    else if (process.env.VMC_AGENT_TRACE) process.stderr.write(`vmc agent ${id} debug at ${process.uptime().toFixed(3)} s: ${message}\n`);
   };
 }
 

@@ -2,6 +2,7 @@
  * `vmc agent ...` and `node agent.mjs ...`: resolve settings, start the agent, run until
  * SIGTERM/SIGINT, then say BYE and exit.
  */
+import { readFileSync } from "node:fs";
 import { readControllerPublicKey } from "@vmc/server/store/keys";
 import { vmcHome } from "@vmc/server/config";
 import { startAgent } from "./agent";
@@ -11,7 +12,7 @@ import { AGENT_USAGE, resolveSettings } from "./settings";
 import { warmUp } from "./warm-up";
 
 export async function main(argv: string[]): Promise<number> {
-  if (process.env.VMC_AGENT_TRACE) process.stderr.write("vmc agent: main\n");
+  if (process.env.VMC_AGENT_TRACE) process.stderr.write(`vmc agent: main at ${process.uptime().toFixed(3)} s of Node, ${sinceExec()}\n`);
   if (argv.includes("-h") || argv.includes("--help")) {
     console.log(AGENT_USAGE);
     return 0;
@@ -54,4 +55,16 @@ export async function main(argv: string[]): Promise<number> {
   // The identity port's reader never ends; nothing else should keep the process alive now.
   setTimeout(() => process.exit(0), 500).unref();
   return 0;
+}
+
+/** Seconds since this process's exec, from the kernel's clock (10 ms steps), for the start-up trace. */
+function sinceExec(): string {
+  try {
+    const [up] = readFileSync("/proc/uptime", "utf8").split(" ");
+    // Field 22 of /proc/self/stat, after the parenthesised command name: the start time in clock ticks (USER_HZ, 100).
+    const started = Number(readFileSync("/proc/self/stat", "utf8").split(") ")[1]!.split(" ")[19]) / 100;
+    return `${(Number(up) - started).toFixed(2)} s after exec`;
+  } catch {
+    return "exec time unknown";
+  }
 }

@@ -1,4 +1,7 @@
 /** The guest agent's entry point when run as its own bundle (dist/agent.mjs): `node agent.mjs [flags]`. */
+import cluster from "node:cluster";
+import { lookup } from "node:dns";
+import { parseArgs } from "node:util";
 import { startupSnapshot } from "node:v8";
 import { main } from "./cli";
 
@@ -16,5 +19,11 @@ function run(argv: string[]): void {
 
 // The guest image builds a V8 startup snapshot of this bundle (docs/GUEST.md): evaluated once at
 // build time, started by `node --snapshot-blob`, whose argv has no script name.
-if (startupSnapshot?.isBuildingSnapshot()) startupSnapshot.setDeserializeMainFunction(() => run(process.argv.slice(1)));
-else run(process.argv.slice(2));
+if (startupSnapshot?.isBuildingSnapshot()) {
+  // Node loads parts of itself on first use, each costly under TCG (~0.1 s for these under
+  // qemu-user): used here, they are in the snapshot. util.parseArgs' implementation, and what
+  // net.Server#listen asks on the agent's start: dns to look up the host, cluster whether this is a worker.
+  parseArgs({ args: [], options: {} });
+  void [cluster.isPrimary, lookup];
+  startupSnapshot.setDeserializeMainFunction(() => run(process.argv.slice(1)));
+} else run(process.argv.slice(2));

@@ -25,6 +25,16 @@ const c = await startController(home, broker.url);
 const driver = new QemuDriver(home);
 const key = loadOrCreateControllerKeys(home).publicKey;
 
+/** TCG's translation cache figures (a flush during the boot means code translated twice). */
+async function tbCount(name: string): Promise<string> {
+  const qmp = await QmpClient.connect(driver.files(name).qmp);
+  try {
+    const jit = String(await qmp.execute("human-monitor-command", { "command-line": "info jit" }));
+    return `info jit: ${jit.split("\n").filter((l) => /TB count|flush count|gen code size/i.test(l)).map((l) => l.trim().replace(/\s+/g, " ")).join("; ")}`;
+  } finally {
+    qmp.close();
+  }
+}
 
 try {
   const dirs = process.env.VMC_BOOT_TRACE_IMAGES?.split(",").filter(Boolean) ?? [];
@@ -41,7 +51,11 @@ try {
     let agentStart = Number.NaN;
     const mark = (what: string) => {
       const at = performance.now() - t0;
-      if (Number.isNaN(agentStart) && what.includes("vmc-init: agent start")) agentStart = at;
+      if (Number.isNaN(agentStart) && what.includes("vmc-init: agent start")) {
+        agentStart = at;
+        // How much the kernel and init translated, against the total at HELLO.
+        void tbCount(name).then((tbs) => mark(`(at agent start) ${tbs}`));
+      }
       marks.push(`${at.toFixed(1).padStart(8)} ms  ${what}`);
     };
     const consoleFile = driver.files(name).console;
@@ -63,15 +77,12 @@ try {
     await c.waitHello(name, 180_000, Date.now() - 60_000);
     mark("HELLO at the controller");
     const hello = performance.now() - t0;
-    // TCG's translation cache: a flush during the boot means code translated twice.
-    const qmp = await QmpClient.connect(driver.files(name).qmp);
-    const jit = String(await qmp.execute("human-monitor-command", { "command-line": "info jit" }));
-    qmp.close();
+    const jit = await tbCount(name);
     const pid = (await driver.status(name)).pid!;
     const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
     const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(rollup)?.[1] ?? 0);
     mark(`QEMU RSS ${(kib("Rss") / 1024).toFixed(0)} MiB, of which in huge pages ${(kib("AnonHugePages") / 1024).toFixed(0)} MiB`);
-    mark(`info jit: ${jit.split("\n").filter((l) => /TB count|flush count|gen code size/i.test(l)).map((l) => l.trim()).join("; ")}`);
+    mark(jit);
     clearInterval(poll);
     readConsole();
     console.log(`\nrun ${i + 1}, image ${image.id}, load ${load.toFixed(2)} → ${loadavg()[0]!.toFixed(2)}`);
