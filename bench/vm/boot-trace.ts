@@ -25,6 +25,47 @@ const c = await startController(home, broker.url);
 const driver = new QemuDriver(home);
 const key = loadOrCreateControllerKeys(home).publicKey;
 
+/** A random cycle through 32 MiB, for {@link hostSpeed}'s memory latency. */
+const chain = (() => {
+  const n = 8 << 20;
+  const next = new Uint32Array(n);
+  const order = Uint32Array.from({ length: n }, (_, i) => i);
+  let seed = 12345;
+  for (let i = n - 1; i > 0; i--) {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    const j = seed % (i + 1);
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  for (let i = 0; i < n; i++) next[order[i]!] = order[(i + 1) % n]!;
+  return next;
+})();
+
+/**
+ * This host's speed just before a boot: ms for a fixed loop of plain CPU work (~250 ms when
+ * quiet), for 1M dependent loads from 32 MiB (memory latency, ~120 ms when quiet), and to touch 128
+ * MiB of fresh memory (~80 ms; QEMU touches ~330 MiB in a boot). The shared machine slows down by
+ * half and more for minutes at a time; QEMU's CPU time grows with it while plain CPU work does not.
+ */
+function hostSpeed(): string {
+  let t = performance.now();
+  let x = 0;
+  for (let i = 0; i < 5e7; i++) x = (x + i * 7) % 1000003;
+  const cpu = performance.now() - t;
+  t = performance.now();
+  let p = 0;
+  for (let i = 0; i < 1e6; i++) p = chain[p]!;
+  const latency = performance.now() - t;
+  t = performance.now();
+  const fresh = Buffer.allocUnsafeSlow(128 << 20);
+  for (let i = 0; i < fresh.length; i += 4096) fresh[i] = x + p;
+  return `cpu ${cpu.toFixed(0)} ms, memory latency ${latency.toFixed(0)} ms, fresh memory ${(performance.now() - t).toFixed(0)} ms`;
+}
+
+/** The host's steal time so far, in clock ticks (1/100 s), all CPUs. */
+function stealTicks(): number {
+  return Number(readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/)[8]);
+}
+
 /** TCG's translation cache figures (a flush during the boot means code translated twice). */
 async function tbCount(name: string): Promise<string> {
   const qmp = await QmpClient.connect(driver.files(name).qmp);
@@ -46,6 +87,8 @@ try {
     const name = `boot${Date.now().toString(36)}`;
     const marks: string[] = [];
     const load = loadavg()[0]!;
+    const speed = hostSpeed();
+    const steal0 = stealTicks();
     await driver.create({ name, image, memoryMiB: 512, broker: { host: "127.0.0.1", port: broker.port }, controllerPublicKey: key, fromTemplate: false });
     const t0 = performance.now();
     let agentStart = Number.NaN;
@@ -83,9 +126,13 @@ try {
     const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(rollup)?.[1] ?? 0);
     mark(`QEMU RSS ${(kib("Rss") / 1024).toFixed(0)} MiB, of which in huge pages ${(kib("AnonHugePages") / 1024).toFixed(0)} MiB`);
     mark(jit);
+    // QEMU's CPU time against the wall clock, and the host's steal time: a slow boot that used no
+    // more CPU waited (for the host); one that used more ran on a slower CPU.
+    const [utime, stime] = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ").slice(11, 13).map(Number);
+    mark(`QEMU CPU ${(((utime ?? 0) + (stime ?? 0)) * 10).toFixed(0)} ms (user ${(utime ?? 0) * 10}), host steal ${((stealTicks() - steal0) * 10).toFixed(0)} ms`);
     clearInterval(poll);
     readConsole();
-    console.log(`\nrun ${i + 1}, image ${image.id}, load ${load.toFixed(2)} → ${loadavg()[0]!.toFixed(2)}`);
+    console.log(`\nrun ${i + 1}, image ${image.id}, load ${load.toFixed(2)} → ${loadavg()[0]!.toFixed(2)}, host speed: ${speed}`);
     for (const m of marks) console.log(m);
     results.get(base.id)!.push({ hello, agent: hello - agentStart });
     await driver.delete(name, { force: true });
