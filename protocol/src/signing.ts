@@ -30,7 +30,9 @@ export function rawPublicKey(key: KeyObject): string {
 export function publicKeyFromBase64(base64: string): KeyObject {
   const raw = Buffer.from(base64, "base64");
   if (raw.length !== 32) throw new Error("an Ed25519 public key is 32 bytes of base64");
-  return createPublicKey({ key: Buffer.concat([SPKI_ED25519_PREFIX, raw]), format: "der", type: "spki" });
+  // As a JWK, OpenSSL 3 takes the raw key as it is; as DER it goes through its decoder search, which
+  // took twice as long for a guest agent's first key under TCG (~25 vs ~13 ms under qemu-user).
+  return createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: raw.toString("base64url") }, format: "jwk" });
 }
 
 export function privateKeyFromPem(pem: string): KeyObject {
