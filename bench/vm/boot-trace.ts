@@ -3,8 +3,10 @@
  * `node --import tsx bench/vm/boot-trace.ts [runs] [extra kernel words]` boots the guest image
  * without a template and stamps every console line as it appears (polled every 5 ms), up to the
  * agent's HELLO at the controller. Extra words (e.g. `loglevel=7 printk.time=1`) replace `quiet
- * loglevel=3`, so the kernel's own steps show too; `vmc_agent_trace=1` shows the agent's start-up steps. VMC_BOOT_TRACE_IMAGES=dir1,dir2 boots those built
- * images (`$VMC_HOME/images/<id>`) in turn instead, `runs` times each: a same-run A/B of two layouts.
+ * loglevel=3`, so the kernel's own steps show too; `vmc_agent_trace=1` shows the agent's. Each run
+ * also says how fast the host was just before it, and QEMU's CPU time and the host's steal during it.
+ * VMC_BOOT_TRACE_IMAGES=dir1,dir2 boots those built images (`$VMC_HOME/images/<id>`) in turn
+ * instead, `runs` times each: a same-run A/B of two layouts.
  * It ends with each image's medians: QEMU start → HELLO, and the agent's start → HELLO.
  */
 import { readFileSync } from "node:fs";
@@ -41,10 +43,11 @@ const chain = (() => {
 })();
 
 /**
- * This host's speed just before a boot: ms for a fixed loop of plain CPU work (~250 ms when
- * quiet), for 1M dependent loads from 32 MiB (memory latency, ~120 ms when quiet), and to touch 128
- * MiB of fresh memory (~80 ms; QEMU touches ~330 MiB in a boot). The shared machine slows down by
- * half and more for minutes at a time; QEMU's CPU time grows with it while plain CPU work does not.
+ * This host's speed just before a boot: ms for a fixed loop of plain CPU work (~210 ms here), for
+ * 1M dependent loads from 32 MiB (memory latency: ~95-150 ms in quiet spells, 180-500 ms in slow
+ * ones), and to touch 128 MiB of fresh memory (~70-100 ms; QEMU touches ~330 MiB in a boot). The
+ * shared machine slows down by half and more for minutes at a time; QEMU's CPU time grows with it
+ * while plain CPU work does not.
  */
 function hostSpeed(): string {
   let t = performance.now();
