@@ -5,6 +5,7 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, watch as watchFile } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { VmcErrorCodes } from "@vmc/protocol";
@@ -46,6 +47,13 @@ describe("qemu VM lifecycle", { timeout: 240_000 }, () => {
     const key = loadOrCreateControllerKeys(home).publicKey;
     await driver.create({ name: "vm1", image, broker: { host: "127.0.0.1", port: broker!.port }, controllerPublicKey: key, fromTemplate: false });
     assert.equal((await driver.status("vm1")).state, "stopped");
+    // The disk is a linked clone in the layout that keeps savevm after a restore cheap (command.ts).
+    const disk = JSON.parse(execFileSync("qemu-img", ["info", "--output=json", driver.files("vm1").disk], { encoding: "utf8" })) as {
+      "cluster-size": number; "backing-filename": string; "format-specific": { data: { "extended-l2"?: boolean } };
+    };
+    assert.equal(disk["backing-filename"], image.baseDisk);
+    assert.equal(disk["cluster-size"], 512 << 10);
+    assert.equal(disk["format-specific"].data["extended-l2"], true);
 
     const started = Date.now();
     const status = await driver.start("vm1");

@@ -2,13 +2,14 @@
  * Linked clones in a few milliseconds. A qcow2 overlay of a given base file is the same bytes
  * for every VM (header, empty tables, the base's absolute path), so `qemu-img create` runs once
  * per base and each VM gets a copy of that prototype (reflinked where the file system can).
- * Prototypes live in `$VMC_HOME/overlays/`, keyed by the base's path, inode, size and mtime.
+ * Prototypes live in `$VMC_HOME/overlays/`, keyed by the base's path, inode, size and mtime and
+ * by the overlay's layout.
  */
 import { constants, copyFileSync, mkdirSync, openSync, readSync, closeSync, renameSync, rmSync, existsSync, statSync } from "node:fs";
 import { createHash, randomBytes } from "node:crypto";
 import { join } from "node:path";
 import { imageMissing } from "../errors";
-import { overlayArgs } from "./command";
+import { OVERLAY_OPTIONS, overlayArgs } from "./command";
 import { qemuImg } from "./exec";
 
 const QCOW2_MAGIC = 0x514649fb;
@@ -44,7 +45,7 @@ export async function createOverlay(home: string, base: string, overlay: string)
 export async function overlayPrototype(home: string, base: string): Promise<string> {
   checkQcow2(base);
   const st = statSync(base);
-  const key = createHash("sha256").update(`${base}\0${st.ino}\0${st.size}\0${st.mtimeMs}`).digest("hex").slice(0, 24);
+  const key = createHash("sha256").update(`${base}\0${st.ino}\0${st.size}\0${st.mtimeMs}\0${OVERLAY_OPTIONS}`).digest("hex").slice(0, 24);
   const dir = join(home, "overlays");
   const prototype = join(dir, `${key}.qcow2`);
   if (!existsSync(prototype)) {
