@@ -4,6 +4,7 @@ import { lookup } from "node:dns";
 import { parseArgs } from "node:util";
 import { startupSnapshot } from "node:v8";
 import { main } from "./cli";
+import { warmUp } from "./warm-up";
 
 function run(argv: string[]): void {
   main(argv).then(
@@ -26,4 +27,11 @@ if (startupSnapshot?.isBuildingSnapshot()) {
   parseArgs({ args: [], options: {} });
   void [cluster.isPrimary, lookup];
   startupSnapshot.setDeserializeMainFunction(() => run(process.argv.slice(1)));
+  // The start path once, up to a HELLO to a loopback broker, before the snapshot is taken (Node
+  // takes it when the event loop is empty): the functions it runs keep their bytecode in the
+  // snapshot, so the guest's agent does not parse and compile them at every boot (~0.3 s under
+  // TCG). A failed warm-up fails the build: the image then does without the snapshot, visibly.
+  void warmUp([]).then((helloSent) => {
+    if (!helloSent) process.exitCode = 1;
+  });
 } else run(process.argv.slice(2));

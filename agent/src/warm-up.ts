@@ -1,13 +1,15 @@
 /**
- * Template boot only, before the agent waits for its identity (so before the template is saved):
- * run the agent's start path once, up to a published HELLO, then stop it. A clone restored from
- * the template finds that code compiled and its inline caches warm in the saved heap; under TCG
- * every V8 runtime path first taken after the restore costs a fresh translation, which made the
- * clone's start several times slower than this one.
+ * Runs the agent's start path once, up to a published HELLO, then stops it. Two callers:
+ * - the guest image's V8 startup snapshot build (main.ts): the functions it runs keep their
+ *   bytecode in the snapshot, so a booting guest does not parse and compile them again;
+ * - a template boot, before the agent waits for its identity (so before the template is saved): a
+ *   clone restored from the template also finds the inline caches warm in the saved heap. Under TCG
+ *   every V8 runtime path first taken after the restore costs a fresh translation, which made the
+ *   clone's start several times slower than this one.
  *
  * The broker for this run is a loopback responder that speaks just enough STOMP for the client:
  * CONNECTED for CONNECT, a RECEIPT for every frame that asks, and it notes the first SEND to
- * presence. Nothing leaves the guest; the identity and key are throw-away.
+ * presence. Nothing leaves the machine; the identity and key are throw-away.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type AddressInfo, type Server } from "node:net";
@@ -22,7 +24,8 @@ import { resolveSettings } from "./settings";
 /** How long the warm-up may take before it gives up waiting for the HELLO (the clone then just starts colder). */
 const WARM_UP_MS = 10_000;
 
-export async function warmUp(argv: string[]): Promise<void> {
+/** Resolves true once the HELLO went out, false when the run failed or timed out (it says why on stderr). */
+export async function warmUp(argv: string[]): Promise<boolean> {
   let stateDir: string | undefined;
   let responder: { server: Server; hello: Promise<void> } | undefined;
   try {
@@ -40,11 +43,14 @@ export async function warmUp(argv: string[]): Promise<void> {
       log: () => undefined,
     });
     let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([responder.hello, new Promise<void>((resolve) => (timer = setTimeout(resolve, WARM_UP_MS)))]);
+    const helloSent = await Promise.race([responder.hello.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), WARM_UP_MS)))]);
     clearTimeout(timer);
     await agent.stop("warm-up");
+    if (!helloSent) console.error(`vmc agent: warm-up: no HELLO within ${WARM_UP_MS} ms (the agent starts colder)`);
+    return helloSent;
   } catch (e) {
-    console.error(`vmc agent: warm-up before the template is saved failed (clones start slower): ${e instanceof Error ? e.message : String(e)}`);
+    console.error(`vmc agent: warm-up failed (the agent starts colder): ${e instanceof Error ? e.message : String(e)}`);
+    return false;
   } finally {
     responder?.server.close();
     if (stateDir) rmSync(stateDir, { recursive: true, force: true });
