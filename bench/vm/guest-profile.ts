@@ -22,6 +22,7 @@ import { removeHome, startController, tempHome, testImage } from "../../test/vm/
 
 const intervalMs = Number(process.argv[2] ?? 5);
 const top = Number(process.argv[3] ?? 25);
+const BUSYBOX = "(other user code: busybox, ...)";
 
 /** Function symbols of an ELF file, sorted by address, for {@link nameOf}. */
 function symbols(file: string): { at: bigint[]; names: string[] } {
@@ -68,7 +69,7 @@ try {
   const qmp = await QmpClient.connect(driver.files(name).qmp);
   let done = false;
   const hello = c.waitHello(name, 180_000, Date.now() - 60_000).then(() => (done = true));
-  const samples: { at: number; what: string }[] = [];
+  const samples: string[] = [];
   while (!done) {
     await qmp.execute("stop");
     const regs = String(await qmp.execute("human-monitor-command", { "command-line": "info registers" }));
@@ -76,8 +77,8 @@ try {
     const pc = BigInt(`0x${/RIP=([0-9a-f]+)/.exec(regs)?.[1] ?? "0"}`);
     const what = /HLT=1/.test(regs) ? "(idle: halted)"
       : pc >= 0xffffffff80000000n ? `kernel ${nameOf(kernel, pc) ?? "?"}`
-      : (nameOf(user, pc) ?? (pc >= 0x7f0000000000n ? "(shared libraries)" : "(other user code: busybox, ...)"));
-    samples.push({ at: performance.now() - t0, what });
+      : (nameOf(user, pc) ?? (pc >= 0x7f0000000000n ? "(shared libraries)" : BUSYBOX));
+    samples.push(what);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
   await hello;
@@ -86,17 +87,17 @@ try {
   await driver.delete(name, { force: true });
   console.log(`HELLO ${helloMs.toFixed(0)} ms after start (sampling slows it), ${samples.length} samples every ${intervalMs} ms`);
   // The agent's start: its Node's first sample (busybox is static, so shared libraries are Node's).
-  const split = samples.findIndex((s) => !s.what.startsWith("kernel") && !s.what.startsWith("(idle") && s.what !== "(other user code: busybox, ...)");
+  const split = samples.findIndex((s) => !s.startsWith("kernel") && !s.startsWith("(idle") && s !== BUSYBOX);
   const phases: [string, typeof samples][] = [
     ["until the agent's Node runs its first instruction (kernel, /init)", split < 0 ? samples : samples.slice(0, split)],
     ["from there to HELLO", split < 0 ? [] : samples.slice(split)],
   ];
   for (const [title, list] of phases) {
     const counts = new Map<string, number>();
-    for (const s of list) counts.set(s.what, (counts.get(s.what) ?? 0) + 1);
+    for (const s of list) counts.set(s, (counts.get(s) ?? 0) + 1);
     const kinds = new Map<string, number>();
     for (const s of list) {
-      const kind = s.what.startsWith("kernel") ? "kernel" : s.what.startsWith("(") ? s.what : "node (V8, Node, OpenSSL, ICU, JS builtins)";
+      const kind = s.startsWith("kernel") ? "kernel" : s.startsWith("(") ? s : "node (V8, Node, OpenSSL, ICU, JS builtins)";
       kinds.set(kind, (kinds.get(kind) ?? 0) + 1);
     }
     const pct = (n: number) => `${((100 * n) / Math.max(1, list.length)).toFixed(1).padStart(5)} %`;
