@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { MACHINE_VERSION, qemuArgs, type QemuLaunch } from "@vmc/server/hypervisors/qemu/command";
+import { MACHINE_VERSION, machineFor, qemuArgs, type QemuLaunch } from "@vmc/server/hypervisors/qemu/command";
 
 const launch: QemuLaunch = {
   name: "vm1", memoryMiB: 512, cpus: 1, accel: "tcg", kernel: "/i/kernel", initrd: "/i/initrd", append: "console=ttyS0",
@@ -15,12 +15,35 @@ const launch: QemuLaunch = {
 const firmware = (args: string[]) => (args.includes("-bios") ? args[args.indexOf("-bios") + 1] : "SeaBIOS");
 const nic = (args: string[]) => args.find((a) => a.startsWith("virtio-net-pci"));
 
-test("each machine layout keeps its firmware and NIC ROM; new VMs get the newest", () => {
-  assert.equal(MACHINE_VERSION, 3);
+const after = (args: string[], flag: string) => args.filter((_, i) => args[i - 1] === flag);
+
+test("each machine layout keeps its firmware, NIC ROM and system disk; new VMs get the newest", () => {
+  assert.equal(MACHINE_VERSION, 4);
   const v1 = qemuArgs({ ...launch });
   const v2 = qemuArgs({ ...launch, machine: 2 });
-  const v3 = qemuArgs({ ...launch, machine: MACHINE_VERSION });
+  const v3 = qemuArgs({ ...launch, machine: 3 });
+  const v4 = qemuArgs({ ...launch, machine: 4, rootfsBytes: 144 << 20 });
   assert.deepEqual([firmware(v1), nic(v1)], ["SeaBIOS", "virtio-net-pci,netdev=n0"]);
   assert.deepEqual([firmware(v2), nic(v2)], ["SeaBIOS", "virtio-net-pci,netdev=n0,romfile="]);
   assert.deepEqual([firmware(v3), nic(v3)], ["qboot.rom", "virtio-net-pci,netdev=n0,romfile="]);
+  assert.deepEqual([firmware(v4), nic(v4)], ["qboot.rom", "virtio-net-pci,netdev=n0,romfile="]);
+  // Up to 3 the system disk is a read-only virtio disk; from 4 the file mapped as virtio-pmem.
+  for (const v of [v1, v2, v3]) {
+    assert.ok(after(v, "-drive").some((d) => d.startsWith("file=/i/rootfs.img,") && d.includes("readonly=on")));
+    assert.deepEqual(after(v, "-m"), ["512"]);
+  }
+  assert.ok(!after(v4, "-drive").some((d) => d.includes("rootfs.img")));
+  assert.deepEqual(after(v4, "-object").filter((o) => o.includes("rootfs.img")), [
+    `memory-backend-file,id=rootfs,mem-path=/i/rootfs.img,size=${144 << 20},share=on,readonly=on,dump=off`,
+  ]);
+  assert.ok(after(v4, "-device").includes("virtio-pmem-pci,memdev=rootfs"));
+  assert.deepEqual(after(v4, "-m"), ["512M,slots=1,maxmem=656M"]);
+});
+
+test("the pmem layout needs the system disk's size in whole 2 MiB steps", () => {
+  assert.throws(() => qemuArgs({ ...launch, machine: 4 }), /must be a positive multiple of 2 MiB/);
+  assert.throws(() => qemuArgs({ ...launch, machine: 4, rootfsBytes: (144 << 20) + 4096 }), /multiple of 2 MiB/);
+  // An image built before the padding gets the virtio disk layout.
+  assert.equal(machineFor(144 << 20), 4);
+  assert.equal(machineFor((144 << 20) + 4096), 3);
 });

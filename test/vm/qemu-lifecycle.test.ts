@@ -6,7 +6,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync, watch as watchFile } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, watch as watchFile } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { VmcErrorCodes } from "@vmc/protocol";
 import { QemuDriver } from "@vmc/server/hypervisors/qemu/driver";
@@ -76,6 +76,27 @@ describe("qemu VM lifecycle", { timeout: 240_000 }, () => {
     const agentArgv = await c.sh("vm1", "tr '\\0' ' ' </proc/$(cat /run/vmc-agent.pid)/cmdline");
     if (status.accel === "tcg") assert.match(agentArgv, /--snapshot-blob \/usr\/lib\/vmc\/agent\.blob/);
 
+    // The system disk is the image file mapped as virtio-pmem and mounted with DAX (command.ts). The
+    // guest cannot change it: a write to its last block (padding; direct, past the guest's block cache)
+    // is discarded, and the VM lives on.
+    assert.match(await c.sh("vm1", "grep ' /usr ' /proc/mounts"), /^\/dev\/pmem0 \/usr ext4 ro,.*dax/);
+    const rootfsBytes = statSync(image.rootfs).size;
+    const last = rootfsBytes / 4096 - 1;
+    const hostBlock = () => {
+      const fd = openSync(image.rootfs, "r");
+      try {
+        const b = Buffer.alloc(4096);
+        readSync(fd, b, 0, 4096, last * 4096);
+        return b;
+      } finally {
+        closeSync(fd);
+      }
+    };
+    assert.ok(hostBlock().every((x) => x === 0));
+    const guestBlock = await c.sh("vm1", `yes vmc | head -c 4096 | dd of=/dev/pmem0 bs=4096 seek=${last} oflag=direct 2>/dev/null; dd if=/dev/pmem0 bs=4096 skip=${last} count=1 iflag=direct 2>/dev/null | tr -d '\\0' | wc -c`);
+    assert.equal(guestBlock.trim(), "0", "the guest reads back what the file holds");
+    assert.ok(hostBlock().every((x) => x === 0), "the image file is unchanged");
+
     // A ticker that writes to the serial console: the host sees each tick in console.log without
     // asking the guest, so "nothing advances while paused" is checked exactly.
     await c.sh("vm1", COUNTER);
@@ -120,6 +141,8 @@ describe("qemu VM lifecycle", { timeout: 240_000 }, () => {
     const atSnapshot = await counter();
     const snap = await driver.takeSnapshot("vm1", "s1");
     assert.equal(snap.withMemory, true);
+    // The machine state holds the guest's RAM, not the mapped system disk (~120 MiB of it non-zero).
+    assert.ok(snap.vmStateBytes! < rootfsBytes, `machine state ${snap.vmStateBytes} bytes, system disk ${rootfsBytes}`);
     assert.deepEqual((await driver.listSnapshots("vm1")).map((s) => s.name), ["s1"]);
     await assert.rejects(driver.takeSnapshot("vm1", "s1"), (e: { code?: number }) => e.code === VmcErrorCodes.AlreadyExists);
     await c.sh("vm1", "echo after > /var/lib/vmc/home/file.txt; sync");

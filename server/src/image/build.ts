@@ -72,7 +72,7 @@ async function resolveInputs(root: string, home: string, agentBundleOverride?: s
     kernelKey: builtKernel,
     busybox: busybox!,
     libraries,
-    fingerprint: { format: 6, debs, kernelBuild: builtKernel, node: recipe.node, agentSha256: agentSha, recipeFiles, snapshotBuilder: await snapshotBuilder() },
+    fingerprint: { format: 7, debs, kernelBuild: builtKernel, node: recipe.node, agentSha256: agentSha, recipeFiles, snapshotBuilder: await snapshotBuilder() },
   };
 }
 
@@ -310,7 +310,8 @@ async function guestKernel(deb: string, inputs: Inputs, out: string, work: strin
 
 function mke2fsArgs(src: string, id: string, target: string): string[] {
   const bytes = duBytes(src);
-  const kib = Math.ceil((bytes * 1.15) / 1024) + 16 * 1024;
+  // A 2 MiB multiple: the QEMU driver maps the file whole into the guest as virtio-pmem.
+  const kib = Math.ceil((Math.ceil((bytes * 1.15) / 1024) + 16 * 1024) / 2048) * 2048;
   return ["-q", "-F", "-t", "ext4", "-L", "vmc-ro", "-O", "^has_journal", "-m", "0", "-b", "4096", "-U", uuidFrom(id, "ro"),
     "-E", `root_owner=0:0,hash_seed=${uuidFrom(id, "ro-hash")}`, "-d", src, target, `${kib}k`];
 }

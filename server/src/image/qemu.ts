@@ -1,8 +1,9 @@
 /**
- * The reference QEMU command line for this image (TCG, q35, virtio disks and NIC, restricted
- * user networking with the broker forwarded to 10.0.2.100:61613). The boot check and the image
- * tests use it; the QEMU driver may build its own from the same rules (docs/GUEST.md).
+ * The reference QEMU command line for this image (TCG, q35, the system disk as virtio-pmem, a
+ * virtio state disk and NIC, restricted user networking with the broker forwarded to
+ * 10.0.2.100:61613). The boot check and the image tests use it; the QEMU driver may build its own from the same rules (docs/GUEST.md).
  */
+import { statSync } from "node:fs";
 import type { GuestImage } from "./types";
 
 export interface GuestBootOptions {
@@ -20,13 +21,17 @@ export interface GuestBootOptions {
 
 export function guestQemuArgs(image: GuestImage, o: GuestBootOptions): string[] {
   const fwd = `guestfwd=tcp:10.0.2.100:61613-cmd:socat STDIO TCP:127.0.0.1:${o.brokerPort}`;
+  const memoryMiB = o.memoryMiB ?? 512;
+  const rootfsBytes = statSync(image.rootfs).size;
   return [
-    "-machine", "q35", "-accel", o.accel ?? "tcg", "-cpu", "max", "-m", String(o.memoryMiB ?? 512), "-smp", "1",
+    "-machine", "q35", "-accel", o.accel ?? "tcg", "-cpu", "max", "-smp", "1",
+    // The system disk as virtio-pmem in a memory slot above RAM, which the guest mounts with DAX.
+    "-m", `${memoryMiB}M,slots=1,maxmem=${memoryMiB + Math.ceil(rootfsBytes / (1 << 20))}M`,
+    "-object", `memory-backend-file,id=ro,mem-path=${image.rootfs},size=${rootfsBytes},share=on,readonly=on`, "-device", "virtio-pmem-pci,memdev=ro",
     "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-bios", "qboot.rom",
     "-serial", `file:${o.serialLog}`, "-monitor", "none",
     "-qmp", `unix:${o.qmpSocket},server=on,wait=off`,
     "-kernel", image.kernel, "-initrd", image.initrd, "-append", `${image.cmdline} ${o.vmcWords}`,
-    "-drive", `file=${image.rootfs},format=raw,if=none,id=ro,readonly=on`, "-device", "virtio-blk-pci,drive=ro",
     "-drive", `file=${o.overlay},format=qcow2,if=none,id=state,discard=unmap`, "-device", "virtio-blk-pci,drive=state",
     "-netdev", `user,id=n0,restrict=on,${fwd}`, "-device", "virtio-net-pci,netdev=n0,romfile=",
   ];

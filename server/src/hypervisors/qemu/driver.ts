@@ -4,7 +4,7 @@
  * re-adopts it. Two QMP monitors per VM: `qmp.sock` for short control connections (one at a
  * time, serialised by the registry lock) and `events.sock` for one long-lived event watcher.
  */
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statSync } from "node:fs";
 import { open } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -13,7 +13,7 @@ import { VmStore, type VmRecord } from "../../store/vms";
 import type { Disposable, Driver, DriverFactory, DriverFeatures, SnapshotInfo, StopOptions, VmSpec, VmStateEvent, VmStatus } from "../driver";
 import { alreadyExists, hypervisorFailed, imageMissing, invalidState, unknownSnapshot } from "../errors";
 import { chooseAccel } from "./accel";
-import { MACHINE_VERSION, identityWords, qemuArgs, type Accel, type QemuLaunch } from "./command";
+import { identityWords, machineFor, qemuArgs, type Accel, type QemuLaunch } from "./command";
 import { QEMU_IMG, QEMU_SYSTEM, qemuImg, run } from "./exec";
 import { IdentityPort, identityMessage, tellGuest } from "./identity";
 import { QmpClient, QmpError, type QmpEvent } from "./qmp";
@@ -148,7 +148,7 @@ export class QemuDriver implements Driver {
         image: { id: image.id, kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs, baseDisk: image.baseDisk, cmdline: image.cmdline },
         forwards,
         started: false,
-        driverData: { machine: template ? (template.machine ?? 1) : MACHINE_VERSION },
+        driverData: { machine: template ? (template.machine ?? 1) : machineFor(statSync(image.rootfs).size) },
       };
       if (template) record.template = template.dir;
       return record;
@@ -249,6 +249,7 @@ export class QemuDriver implements Driver {
       initrd: image.initrd,
       append: template ? template.cmdline : `${image.cmdline} ${identityWords(record.agentId, record.controllerPublicKey)}`.trim(),
       rootfs: image.rootfs,
+      rootfsBytes: statSync(image.rootfs).size,
       disk: f.disk,
       qmpSocket: f.qmp,
       eventsSocket: f.events,

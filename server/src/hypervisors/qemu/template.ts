@@ -14,7 +14,7 @@ import { writeAtomic } from "../../store/vms";
 import type { BootImage } from "../driver";
 import { hypervisorFailed } from "../errors";
 import { cachedAccel, chooseAccel } from "./accel";
-import { MACHINE_VERSION, overlayArgs, qemuArgs, type Accel } from "./command";
+import { MACHINE_VERSION, machineFor, overlayArgs, qemuArgs, type Accel } from "./command";
 import { QEMU_SYSTEM, qemuImg, run } from "./exec";
 import { IdentityPort } from "./identity";
 import { overlayPrototype } from "./overlay";
@@ -117,10 +117,12 @@ export async function buildTemplate(home: string, image: BootImage, opts: { memo
   try {
     await qemuImg(overlayArgs(image.baseDisk, files.disk), "create the template disk");
     const started = Date.now();
+    const rootfsBytes = statSync(image.rootfs).size;
+    const machine = machineFor(rootfsBytes);
     const r = await run(QEMU_SYSTEM, qemuArgs({
       name: `template-${key}`, memoryMiB, cpus, accel, kernel: image.kernel, initrd: image.initrd, append: cmdline,
-      rootfs: image.rootfs, disk: files.disk, qmpSocket: files.qmp, eventsSocket: files.events, identitySocket: files.identity,
-      consoleLog: files.console, pidFile: files.pid, brokerPort: 9, forwards: [], machine: MACHINE_VERSION,
+      rootfs: image.rootfs, rootfsBytes, disk: files.disk, qmpSocket: files.qmp, eventsSocket: files.events, identitySocket: files.identity,
+      consoleLog: files.console, pidFile: files.pid, brokerPort: 9, forwards: [], machine,
       ramFile: { path: files.ram, share: true },
     }));
     if (r.code !== 0) throw hypervisorFailed("qemu", "boot the template", r.stderr.trim());
@@ -154,7 +156,7 @@ export async function buildTemplate(home: string, image: BootImage, opts: { memo
     const template: Template = {
       dir: finalDir, imageId: image.id, memoryMiB, cpus, accel, cmdline,
       disk: join(finalDir, "disk.qcow2"), state: join(finalDir, "state.bin"), stateBytes: statSync(files.state).size,
-      createdAt: Date.now(), bootMs, machine: MACHINE_VERSION, ram: join(finalDir, "ram.bin"),
+      createdAt: Date.now(), bootMs, machine, ram: join(finalDir, "ram.bin"),
     };
     writeAtomic(join(staging, "template.json"), `${JSON.stringify(template, null, 2)}\n`);
     for (const f of [files.pid, files.qmp, files.events, files.identity]) rmSync(f, { force: true });
