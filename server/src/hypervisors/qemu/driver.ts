@@ -148,7 +148,7 @@ export class QemuDriver implements Driver {
         image: { id: image.id, kernel: image.kernel, initrd: image.initrd, rootfs: image.rootfs, baseDisk: image.baseDisk, cmdline: image.cmdline },
         forwards,
         started: false,
-        driverData: { machine: template ? (template.machine ?? 1) : machineFor(statSync(image.rootfs).size) },
+        driverData: { machine: template ? (template.machine ?? 1) : machineFor(fileSize(image.rootfs)) },
       };
       if (template) record.template = template.dir;
       return record;
@@ -249,7 +249,7 @@ export class QemuDriver implements Driver {
       initrd: image.initrd,
       append: template ? template.cmdline : `${image.cmdline} ${identityWords(record.agentId, record.controllerPublicKey)}`.trim(),
       rootfs: image.rootfs,
-      rootfsBytes: statSync(image.rootfs).size,
+      rootfsBytes: fileSize(image.rootfs),
       disk: f.disk,
       qmpSocket: f.qmp,
       eventsSocket: f.events,
@@ -582,3 +582,12 @@ export const qemuFactory: DriverFactory = {
 };
 
 export { QmpError };
+
+/** The size of an image file; a typed error when it has gone (an image deleted under its VMs). */
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch (err) {
+    throw imageMissing(path, (err as Error).message);
+  }
+}
