@@ -141,7 +141,7 @@ describe("qemu VM lifecycle", { timeout: 240_000 }, () => {
     const atSnapshot = await counter();
     const snap = await driver.takeSnapshot("vm1", "s1");
     assert.equal(snap.withMemory, true);
-    // The machine state holds the guest's RAM, not the mapped system disk (~120 MiB of it non-zero).
+    // The machine state holds the guest's RAM, not the mapped system disk (~110 MiB of it non-zero).
     assert.ok(snap.vmStateBytes! < rootfsBytes, `machine state ${snap.vmStateBytes} bytes, system disk ${rootfsBytes}`);
     assert.deepEqual((await driver.listSnapshots("vm1")).map((s) => s.name), ["s1"]);
     await assert.rejects(driver.takeSnapshot("vm1", "s1"), (e: { code?: number }) => e.code === VmcErrorCodes.AlreadyExists);
