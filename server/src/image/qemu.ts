@@ -1,7 +1,8 @@
 /**
  * The reference QEMU command line for this image (TCG, q35, the system disk as virtio-pmem, a
  * virtio state disk and NIC, restricted user networking with the broker forwarded to
- * 10.0.2.100:61613). The boot check and the image tests use it; the QEMU driver may build its own from the same rules (docs/GUEST.md).
+ * 10.0.2.100:61613). The boot check and the image tests use it; the QEMU driver may build its own
+ * from the same rules (docs/GUEST.md).
  */
 import { statSync } from "node:fs";
 import type { GuestImage } from "./types";
