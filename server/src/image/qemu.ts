@@ -5,6 +5,7 @@
  * from the same rules (docs/GUEST.md).
  */
 import { statSync } from "node:fs";
+import { rootfsPmemArgs } from "../hypervisors/qemu/command";
 import type { GuestImage } from "./types";
 
 export interface GuestBootOptions {
@@ -22,13 +23,10 @@ export interface GuestBootOptions {
 
 export function guestQemuArgs(image: GuestImage, o: GuestBootOptions): string[] {
   const fwd = `guestfwd=tcp:10.0.2.100:61613-cmd:socat STDIO TCP:127.0.0.1:${o.brokerPort}`;
-  const memoryMiB = o.memoryMiB ?? 512;
-  const rootfsBytes = statSync(image.rootfs).size;
   return [
     "-machine", "q35", "-accel", o.accel ?? "tcg", "-cpu", "max", "-smp", "1",
-    // The system disk as virtio-pmem in a memory slot above RAM, which the guest mounts with DAX.
-    "-m", `${memoryMiB}M,slots=1,maxmem=${memoryMiB + Math.ceil(rootfsBytes / (1 << 20))}M`,
-    "-object", `memory-backend-file,id=ro,mem-path=${image.rootfs},size=${rootfsBytes},share=on,readonly=on`, "-device", "virtio-pmem-pci,memdev=ro",
+    // The system disk as virtio-pmem, which the guest mounts with DAX (the driver's layout 4).
+    ...rootfsPmemArgs(image.rootfs, statSync(image.rootfs).size, o.memoryMiB ?? 512),
     "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-bios", "qboot.rom",
     "-serial", `file:${o.serialLog}`, "-monitor", "none",
     "-qmp", `unix:${o.qmpSocket},server=on,wait=off`,

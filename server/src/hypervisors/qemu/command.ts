@@ -73,6 +73,19 @@ export function machineFor(rootfsBytes: number): number {
   return rootfsBytes > 0 && rootfsBytes % PMEM_ALIGN === 0 ? MACHINE_VERSION : ROOTFS_PMEM - 1;
 }
 
+/**
+ * The system disk as virtio-pmem ({@link ROOTFS_PMEM}): its file mapped shared and read-only, in a
+ * memory slot above the RAM (one slot, maxmem = RAM + the file's size). Also the image's reference
+ * command line (server/src/image/qemu.ts).
+ */
+export function rootfsPmemArgs(rootfs: string, rootfsBytes: number, memoryMiB: number): string[] {
+  return [
+    "-m", `${memoryMiB}M,slots=1,maxmem=${memoryMiB + Math.ceil(rootfsBytes / (1 << 20))}M`,
+    "-object", `memory-backend-file,id=rootfs,mem-path=${escapeOpt(rootfs)},size=${rootfsBytes},share=on,readonly=on,dump=off`,
+    "-device", "virtio-pmem-pci,memdev=rootfs",
+  ];
+}
+
 /** The per-VM words appended to the image's kernel command line (read by the agent). */
 export function identityWords(agentId: string, controllerPublicKey: string): string {
   return `vmc_id=${agentId} vmc_broker=stomp://${GUEST_BROKER_ADDRESS} vmc_key=${controllerPublicKey}`;
@@ -104,8 +117,7 @@ export function qemuArgs(l: QemuLaunch): string[] {
     // to HELLO translates ~85 MB of code: at 64 MiB the cache was flushed midway and Node's start
     // translated again (~0.25 s). 128 MiB holds a boot and caps an idle VM's RSS near 320 MiB.
     ...(l.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", "tcg,tb-size=128", "-cpu", "max"]),
-    // A memory device (the pmem system disk) needs room above RAM: one slot, maxmem = RAM + its size.
-    "-m", pmem ? `${l.memoryMiB}M,slots=1,maxmem=${l.memoryMiB + Math.ceil(rootfsBytes / (1 << 20))}M` : String(l.memoryMiB),
+    ...(pmem ? rootfsPmemArgs(l.rootfs, rootfsBytes, l.memoryMiB) : ["-m", String(l.memoryMiB)]),
     // Same backend id as QEMU's default RAM ("pc.ram"), so machine state moves between both kinds.
     ...(l.ramFile
       ? ["-object", `memory-backend-file,id=pc.ram,size=${l.memoryMiB}M,mem-path=${escapeOpt(l.ramFile.path)},share=${l.ramFile.share ? "on" : "off"}`, "-machine", "memory-backend=pc.ram"]
@@ -117,10 +129,7 @@ export function qemuArgs(l: QemuLaunch): string[] {
     "-kernel", l.kernel,
     "-initrd", l.initrd,
     "-append", l.append,
-    ...(pmem
-      ? ["-object", `memory-backend-file,id=rootfs,mem-path=${escapeOpt(l.rootfs)},size=${rootfsBytes},share=on,readonly=on,dump=off`,
-        "-device", "virtio-pmem-pci,memdev=rootfs"]
-      : ["-drive", `file=${escapeOpt(l.rootfs)},if=none,id=rootfs,format=raw,readonly=on`, "-device", "virtio-blk-pci,drive=rootfs"]),
+    ...(pmem ? [] : ["-drive", `file=${escapeOpt(l.rootfs)},if=none,id=rootfs,format=raw,readonly=on`, "-device", "virtio-blk-pci,drive=rootfs"]),
     // cache=unsafe: no flushes (savevm of a 512 MiB guest in ~0.15 s instead of seconds). The price:
     // a host crash can lose or corrupt the overlay; VMs are disposable compute (docs/HYPERVISORS.md).
     "-drive", `file=${escapeOpt(l.disk)},if=none,id=disk,format=qcow2,discard=unmap,cache=unsafe`,
