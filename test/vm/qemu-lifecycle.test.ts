@@ -75,6 +75,9 @@ describe("qemu VM lifecycle", { timeout: 240_000 }, () => {
     // code cache that a refused snapshot falls back to.
     const agentArgv = await c.sh("vm1", "tr '\\0' ' ' </proc/$(cat /run/vmc-agent.pid)/cmdline");
     if (status.accel === "tcg") assert.match(agentArgv, /--snapshot-blob \/usr\/lib\/vmc\/agent\.blob/);
+    // ... on a CPU without ERMS (tcgCpu in command.ts), so the guest never takes byte-wise rep strings.
+    const cpuFlags = await c.sh("vm1", "grep -m1 '^flags' /proc/cpuinfo");
+    if (status.accel === "tcg") assert.ok(cpuFlags.includes(" rep_good") && !/\serms\b/.test(cpuFlags), cpuFlags);
 
     // The system disk is the image file mapped as virtio-pmem and mounted with DAX (command.ts). The
     // guest cannot change it: a write to its last block (padding; direct, past the guest's block cache)

@@ -72,7 +72,7 @@ async function resolveInputs(root: string, home: string, agentBundleOverride?: s
     kernelKey: builtKernel,
     busybox: busybox!,
     libraries,
-    fingerprint: { format: 7, debs, kernelBuild: builtKernel, node: recipe.node, agentSha256: agentSha, recipeFiles, snapshotBuilder: await snapshotBuilder() },
+    fingerprint: { format: 8, debs, kernelBuild: builtKernel, node: recipe.node, agentSha256: agentSha, recipeFiles, snapshotBuilder: await snapshotBuilder() },
   };
 }
 

@@ -1,5 +1,5 @@
 /**
- * How the guest starts its agent fast. Parsing, compiling and evaluating the ~1 MB agent bundle
+ * How the guest starts its agent fast. Parsing, compiling and evaluating the ~0.6 MB agent bundle
  * under TCG is a large share of the boot, so the build converts the ESM bundle to CommonJS (V8
  * code caches and startup snapshots need a classic script) and, with the guest's own Node binary
  * (both only load into the Node/V8 that made them):
@@ -11,17 +11,18 @@
  */
 import { copyFileSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { MACHINE_VERSION, tcgCpu } from "../hypervisors/qemu/command";
 import { run } from "./run";
 
 /**
  * Node only loads a snapshot made by the same Node, with the same V8 flags, on a CPU with the same
  * features V8 uses, and the guest's CPU is QEMU's `max` model under TCG, not this host's. So the
- * snapshot is built by the guest's node running under qemu-user with that model (`qemu-x86_64
- * -cpu max`, same features as the guest, measured: same cachedDataVersionTag). A KVM guest (`-cpu
- * host`) would refuse it, so guest/vmc-agent starts one from the code cache.
+ * snapshot is built by the guest's node running under qemu-user with the guest's model
+ * ({@link tcgCpu}; same features as the guest, measured: same cachedDataVersionTag). A KVM guest
+ * (`-cpu host`) would refuse it, so guest/vmc-agent starts one from the code cache.
  */
 const QEMU_USER = "/usr/bin/qemu-x86_64";
-const GUEST_CPU = ["-cpu", "max"];
+const GUEST_CPU = ["-cpu", tcgCpu(MACHINE_VERSION)];
 
 /**
  * The snapshot's builder as it goes into the image id: qemu-user's version line (its `max` model's

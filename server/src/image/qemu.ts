@@ -5,7 +5,7 @@
  * from the same rules (docs/GUEST.md).
  */
 import { statSync } from "node:fs";
-import { rootfsPmemArgs } from "../hypervisors/qemu/command";
+import { MACHINE_VERSION, rootfsPmemArgs, tcgCpu } from "../hypervisors/qemu/command";
 import type { GuestImage } from "./types";
 
 export interface GuestBootOptions {
@@ -24,8 +24,8 @@ export interface GuestBootOptions {
 export function guestQemuArgs(image: GuestImage, o: GuestBootOptions): string[] {
   const fwd = `guestfwd=tcp:10.0.2.100:61613-cmd:socat STDIO TCP:127.0.0.1:${o.brokerPort}`;
   return [
-    "-machine", "q35", "-accel", o.accel ?? "tcg", "-cpu", "max", "-smp", "1",
-    // The system disk as virtio-pmem, which the guest mounts with DAX (the driver's layout 4).
+    "-machine", "q35", "-accel", o.accel ?? "tcg", "-cpu", tcgCpu(MACHINE_VERSION), "-smp", "1",
+    // The system disk as virtio-pmem, which the guest mounts with DAX (the driver's layout 4 and later).
     ...rootfsPmemArgs(image.rootfs, statSync(image.rootfs).size, o.memoryMiB ?? 512),
     "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-bios", "qboot.rom",
     "-serial", `file:${o.serialLog}`, "-monitor", "none",

@@ -50,9 +50,10 @@ export interface QemuLaunch {
  * the kernel is booted directly). Version 3 starts qboot, QEMU's minimal firmware, instead of
  * SeaBIOS: it only loads the kernel and the ACPI tables, ~0.15-0.3 s sooner under TCG. Version 4
  * maps the read-only system disk into the guest as virtio-pmem instead of a virtio disk
- * ({@link ROOTFS_PMEM}). Version 1 (no field) is the layout of VMs made before.
+ * ({@link ROOTFS_PMEM}). Version 5 gives a TCG guest a CPU without ERMS ({@link tcgCpu}). Version 1
+ * (no field) is the layout of VMs made before.
  */
-export const MACHINE_VERSION = 4;
+export const MACHINE_VERSION = 5;
 
 /**
  * The machine layout from which the read-only system disk is a virtio-pmem device: the image file
@@ -64,6 +65,21 @@ export const MACHINE_VERSION = 4;
  * checks both. The file's size must be a 2 MiB multiple (the image build pads it).
  */
 export const ROOTFS_PMEM = 4;
+
+/** The machine layout from which a TCG guest's CPU model lacks ERMS ({@link tcgCpu}). */
+export const TCG_CPU_NO_ERMS = 5;
+
+/**
+ * The CPU model of a TCG guest on machine layout `machine`: QEMU's `max`, from version 5 without
+ * ERMS ("fast rep movsb/stosb"). With ERMS the guest kernel clears every page, and glibc copies
+ * and fills large blocks, by byte-wise `rep movsb`/`rep stosb`, which TCG runs one byte per
+ * iteration (~1.7 ns a byte under qemu-user, against ~0.15 for `rep stosq`); without it the kernel
+ * takes its `rep stosq`/`movsq` routines and glibc its vector loops (~0.1 s less to HELLO,
+ * docs/BENCHMARKS.md). V8 does not use ERMS, so the agent's startup snapshot loads either way.
+ */
+export function tcgCpu(machine: number): string {
+  return machine >= TCG_CPU_NO_ERMS ? "max,-erms" : "max";
+}
 
 /** Memory devices (the system disk as virtio-pmem) are placed in 2 MiB steps. */
 export const PMEM_ALIGN = 2 << 20;
@@ -116,7 +132,7 @@ export function qemuArgs(l: QemuLaunch): string[] {
     // tb-size: TCG's translation cache, 1 GiB by default, all of it resident once filled. A cold boot
     // to HELLO translates ~85 MB of code: at 64 MiB the cache was flushed midway and Node's start
     // translated again (~0.25 s). 128 MiB holds a boot and caps an idle VM's RSS near 320 MiB.
-    ...(l.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", "tcg,tb-size=128", "-cpu", "max"]),
+    ...(l.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", "tcg,tb-size=128", "-cpu", tcgCpu(l.machine ?? 1)]),
     ...(pmem ? rootfsPmemArgs(l.rootfs, rootfsBytes, l.memoryMiB) : ["-m", String(l.memoryMiB)]),
     // Same backend id as QEMU's default RAM ("pc.ram"), so machine state moves between both kinds.
     ...(l.ramFile
