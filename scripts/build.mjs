@@ -18,9 +18,9 @@ const nativeAddonsExternal = {
   },
 };
 
-// zod's `z` namespace re-exports every one of its ~60 locales (~400 KiB of the agent's ~1 MiB);
-// nothing here selects one, and zod's default is English. Only `en` goes into the bundles, so the
-// guest agent's startup snapshot holds, and every start deserializes, that much less.
+// zod's `z` namespace re-exports every one of its ~60 locales; nothing here selects one, and zod's
+// default is English. Only `en` goes into the bundles: each is ~365 KB smaller (the guest agent's
+// 965 -> 602 KB, its startup snapshot 7.8 -> 7.1 MB; docs/BENCHMARKS.md, vm session 10).
 const zodEnglishOnly = {
   name: "zod-english-only",
   setup(b) {

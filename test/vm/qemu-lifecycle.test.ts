@@ -75,7 +75,7 @@ describe("qemu VM lifecycle", { timeout: 240_000 }, () => {
     // code cache that a refused snapshot falls back to.
     const agentArgv = await c.sh("vm1", "tr '\\0' ' ' </proc/$(cat /run/vmc-agent.pid)/cmdline");
     if (status.accel === "tcg") assert.match(agentArgv, /--snapshot-blob \/usr\/lib\/vmc\/agent\.blob/);
-    // ... on a CPU without ERMS (tcgCpu in command.ts), so the guest never takes byte-wise rep strings.
+    // A TCG guest's CPU has no ERMS (tcgCpu in command.ts): no byte-wise rep string instructions.
     const cpuFlags = await c.sh("vm1", "grep -m1 '^flags' /proc/cpuinfo");
     if (status.accel === "tcg") assert.ok(cpuFlags.includes(" rep_good") && !/\serms\b/.test(cpuFlags), cpuFlags);
 

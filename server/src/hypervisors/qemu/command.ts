@@ -67,7 +67,7 @@ export const MACHINE_VERSION = 5;
 export const ROOTFS_PMEM = 4;
 
 /** The machine layout from which a TCG guest's CPU model lacks ERMS ({@link tcgCpu}). */
-export const TCG_CPU_NO_ERMS = 5;
+const TCG_CPU_NO_ERMS = 5;
 
 /**
  * The CPU model of a TCG guest on machine layout `machine`: QEMU's `max`, from version 5 without
