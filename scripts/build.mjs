@@ -24,11 +24,15 @@ const nativeAddonsExternal = {
 const zodEnglishOnly = {
   name: "zod-english-only",
   setup(b) {
+    // The module's name is not a path: the bundle names it in a comment, and the image id hashes
+    // the bundle, so an absolute path would make it differ between checkouts.
     b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
-      args.importer.includes(`${sep}zod${sep}`) ? { path: join(dirname(args.importer), "..", "locales", "index.js"), namespace: "zod-locales" } : undefined);
+      args.importer.includes(`${sep}zod${sep}`)
+        ? { path: "zod/locales (en only)", namespace: "zod-locales", pluginData: join(dirname(args.importer), "..", "locales") }
+        : undefined);
     b.onLoad({ filter: /.*/, namespace: "zod-locales" }, (args) => ({
-      contents: `export { default as en } from ${JSON.stringify(join(dirname(args.path), "en.js"))};`,
-      resolveDir: dirname(args.path),
+      contents: `export { default as en } from "./en.js";`,
+      resolveDir: args.pluginData,
     }));
   },
 };
