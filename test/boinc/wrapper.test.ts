@@ -132,7 +132,10 @@ describe("BOINC wrapper example on a QEMU VM", { timeout: 600_000 }, () => {
     const slot = join(home, "slot-restart");
     mkdirSync(slot);
     const input = join(slot, "input.txt");
-    const ranges = Array.from({ length: 10 }, (_, i) => `${i * 1200 + 1} ${(i + 1) * 1200}`);
+    // Work enough (~8 s of guest CPU) that the restored copy of the first run, which goes on from the
+    // checkpoint at once, cannot finish before the second run takes over (its agent is back ~1-2 s
+    // after the restore): finishing, it would remove its partial output and leave nothing to continue.
+    const ranges = Array.from({ length: 10 }, (_, i) => `${i * 3000 + 1} ${(i + 1) * 3000}`);
     writeFileSync(input, `${ranges.join("\n")}\n`);
     const common = ["--slot", slot, "--image", image.dir, "--vm-name", "boinc-restart", "--input", input];
 
