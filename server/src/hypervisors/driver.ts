@@ -119,6 +119,11 @@ export interface VmStateEvent {
   state: VmState;
   /** The hypervisor's own event name (QMP `STOP`, `RESUME`, `SHUTDOWN`..., or `exit`). */
   cause: string;
+  /**
+   * Why it shut down, where the hypervisor says (QMP `SHUTDOWN`'s reason): `guest-shutdown` or
+   * `guest-reset` when the guest ended itself, `host-qmp-quit` when it was made to stop.
+   */
+  reason?: string;
   at: number;
 }
 

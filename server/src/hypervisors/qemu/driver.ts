@@ -518,7 +518,8 @@ export class QemuDriver implements Driver {
     let disposed = false;
     qmp.on("event", (e: QmpEvent) => {
       const state = stateFromEvent(e);
-      if (state) listener({ name, state, cause: e.event, at: Date.now() });
+      const reason = e.event === "SHUTDOWN" && typeof e.data?.reason === "string" ? e.data.reason : undefined;
+      if (state) listener({ name, state, cause: e.event, ...(reason ? { reason } : {}), at: Date.now() });
     });
     qmp.once("close", () => {
       if (!disposed) listener({ name, state: "stopped", cause: "exit", at: Date.now() });
